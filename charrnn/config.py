@@ -1,0 +1,95 @@
+"""Frozen, typed configuration for the model and for training. Each round-trips through a plain dict, which is
+what a checkpoint stores."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+CELL_KINDS = ("rnn", "lstm", "gru")
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+class ConfigError(ValueError):
+    """An option is out of range. The message says which and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The architecture: embedding -> `num_layers` stacked cells -> linear head over the vocabulary."""
+
+    vocab_size: int
+    cell: str = "lstm"  # rnn, lstm or gru (SPEC.md)
+    hidden_size: int = 256  # H, units per layer; 2x256 LSTM learns 1 MB of text in minutes on a laptop CPU
+    num_layers: int = 2  # depth helps more than width at this size (Karpathy et al. 2015, table 1)
+    embedding_size: int = 64  # characters are few; 64 dims is plenty and cheap
+    dropout: float = 0.0  # between layers and before the head; off by default because 10 minutes rarely overfits
+
+    def __post_init__(self):
+        if self.cell not in CELL_KINDS:
+            raise ConfigError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELL_KINDS)}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "embedding_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train: truncated BPTT over `batch_size` streams, `seq_length` characters per window."""
+
+    batch_size: int = 32  # B contiguous streams; small batches take more steps per epoch, which wins on a CPU
+    seq_length: int = 100  # T characters per window; long enough for a line of text
+    learning_rate: float = 3e-3  # peak rate; Adam at 2e-3..3e-3 is the char-rnn sweet spot
+    optimizer: str = "adam"  # adam or rmsprop
+    warmup_steps: int = 100  # linear warm-up from 0 avoids a bad first step from Adam's tiny early denominators
+    decay: str = "cosine"  # cosine (to min_lr_ratio over the run) or constant
+    min_lr_ratio: float = 0.1  # cosine ends at learning_rate * min_lr_ratio
+    grad_clip: float = 5.0  # global-norm clipping, as char-rnn (gradients of RNNs occasionally explode)
+    max_epochs: Optional[float] = 20.0  # passes over the training split; None = no limit
+    max_steps: Optional[int] = None  # stop after this many steps; None = no limit
+    max_time: Optional[float] = None  # stop after this many seconds of training; None = no limit
+    eval_every: int = 250  # steps between validation passes (and checkpoints)
+    log_every: int = 10  # steps between reading the loss back from the device
+    val_fraction: float = 0.05  # contiguous splits: train, then validation, then test
+    test_fraction: float = 0.05
+    seed: int = 0  # same seed, same machine: bit-identical run
+
+    def __post_init__(self):
+        for name in ("batch_size", "seq_length", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.decay not in ("cosine", "constant"):
+            raise ConfigError(f"unknown decay {self.decay!r}: choose cosine or constant")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning-rate must be positive, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
+        for name in ("max_epochs", "max_steps", "max_time"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 <= getattr(self, name) < 0.5:
+                raise ConfigError(f"{name.replace('_', '-')} must be in [0, 0.5), got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})

@@ -1,0 +1,171 @@
+"""The character language model of SPEC.md: embedding -> stacked recurrent layers -> linear head.
+
+    e_t = E[char_t]                     (a gather, not a one-hot matmul)
+    h_t = stacked cells over e_1..e_t   (dropout between layers and before the head, training only)
+    logits_t = V h_t + b_y              (predicts char_{t+1})
+
+Parameters are a plain pytree::
+
+    {"embedding": (vocab, E), "layers": [cell params per layer], "head": {"W": (H, vocab), "b": (vocab,)}}
+
+The carry is a list with one cell carry per layer. Batches come in batch-major, (B, T) int token ids; inside,
+everything runs time-major, because `lax.scan` walks the leading axis.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from . import cells
+from .config import ModelConfig
+
+Params = dict
+Carry = list  # one cells.Carry per layer
+
+
+def init(key: jax.Array, config: ModelConfig) -> Params:
+    """Fresh parameters for `config` from the PRNG `key`."""
+    cell = cells.get(config.cell)
+    k_embed, k_head, *k_layers = jax.random.split(key, 2 + config.num_layers)
+    H, V, E = config.hidden_size, config.vocab_size, config.embedding_size
+    layers = [
+        cell.init(k, E if layer == 0 else H, H) for layer, k in enumerate(k_layers)
+    ]
+    return {
+        # Unit-variance embeddings: with Glorot input weights the first layer's pre-activations start near unit scale.
+        "embedding": jax.random.normal(k_embed, (V, E), jnp.float32),
+        "layers": layers,
+        "head": {
+            "W": jax.random.normal(k_head, (H, V), jnp.float32) / jnp.sqrt(H),
+            "b": jnp.zeros((V,), jnp.float32),
+        },
+    }
+
+
+def initial_carry(config: ModelConfig, batch_size: int) -> Carry:
+    """The zero state for every layer, each array (batch_size, H)."""
+    cell = cells.get(config.cell)
+    return [cell.initial_carry((batch_size,), config.hidden_size) for _ in range(config.num_layers)]
+
+
+def _dropout(key: Optional[jax.Array], rate: float, x: jax.Array) -> jax.Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def run_layers(
+    params: Params,
+    config: ModelConfig,
+    tokens_tm: jax.Array,
+    carry: Carry,
+    *,
+    dropout_key: Optional[jax.Array] = None,
+    outputs: tuple[str, ...] = ("h",),
+) -> tuple[Carry, list[cells.States]]:
+    """Runs the embedding and every recurrent layer over time-major tokens.
+
+    Args:
+      tokens_tm: (T, B) int token ids.
+      carry: the state before the first step (see `initial_carry`).
+      dropout_key: a PRNG key turns dropout on (training); None turns it off (evaluation, sampling).
+      outputs: which per-step states each layer reports (see `cells.Cell.state_names`); "h" is always included.
+
+    Returns:
+      The final carry and, per layer, a dict of states each (T, B, H). The last layer's "h" is *after* the
+      dropout that precedes the head.
+    """
+    cell = cells.get(config.cell)
+    outputs = tuple(dict.fromkeys(("h", *outputs)))
+    x = params["embedding"][tokens_tm]  # (T, B, E)
+    keys = [None] * (config.num_layers + 1)
+    if dropout_key is not None and config.dropout > 0:
+        keys = list(jax.random.split(dropout_key, config.num_layers + 1))
+    new_carry, layer_states = [], []
+    for layer, layer_params in enumerate(params["layers"]):
+        if layer > 0:  # SPEC.md: dropout between layers, never on the recurrent path
+            x = _dropout(keys[layer], config.dropout, x)
+        c, states = cells.scan(cell, layer_params, cell.project_inputs(layer_params, x), carry[layer], outputs)
+        new_carry.append(c)
+        layer_states.append(states)
+        x = states["h"]
+    layer_states[-1] = {**layer_states[-1], "h": _dropout(keys[-1], config.dropout, x)}
+    return new_carry, layer_states
+
+
+def forward(
+    params: Params,
+    config: ModelConfig,
+    tokens: jax.Array,
+    carry: Carry,
+    *,
+    dropout_key: Optional[jax.Array] = None,
+) -> tuple[jax.Array, Carry]:
+    """Next-character logits for a batch of windows.
+
+    Args:
+      tokens: (B, T) int token ids.
+      carry: the state before the first character (see `initial_carry`).
+      dropout_key: a PRNG key turns dropout on (training); None turns it off.
+
+    Returns:
+      logits (B, T, vocab) — position t predicts token t+1 — and the carry after the last character.
+    """
+    carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key)
+    h = states[-1]["h"]  # (T, B, H)
+    logits = h @ params["head"]["W"] + params["head"]["b"]  # (T, B, V)
+    return jnp.swapaxes(logits, 0, 1), carry
+
+
+def step(params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+    """One time step through every layer, for generation: tokens (B,) int -> logits (B, vocab), new carry.
+
+    The same maths as `forward` (which runs layer by layer over a whole window); no dropout.
+    """
+    cell = cells.get(config.cell)
+    x = params["embedding"][tokens]  # (B, E)
+    new_carry = []
+    for layer_params, layer_carry in zip(params["layers"], carry):
+        c, states = cell.step(layer_params, layer_carry, cell.project_inputs(layer_params, x))
+        new_carry.append(c)
+        x = states["h"]
+    return x @ params["head"]["W"] + params["head"]["b"], new_carry
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
+    """Mean negative log-likelihood in nats per character.
+
+    Args:
+      logits: (..., V).
+      targets: (...) int ids.
+      weights: (...) optional 0/1 mask; the mean is over the weighted positions.
+    """
+    # Never below float32 (a bfloat16 model still gets an accurate loss); float64 stays float64.
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    if weights is None:
+        return nll.mean()
+    return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def loss(
+    params: Params,
+    config: ModelConfig,
+    inputs: jax.Array,
+    targets: jax.Array,
+    carry: Carry,
+    *,
+    dropout_key: Optional[jax.Array] = None,
+) -> tuple[jax.Array, Carry]:
+    """Mean cross-entropy in nats per character of `targets` (B, T) given `inputs` (B, T), and the new carry."""
+    logits, carry = forward(params, config, inputs, carry, dropout_key=dropout_key)
+    return cross_entropy(logits, targets), carry
+
+
+def num_parameters(params: Params) -> int:
+    """Total number of scalars in `params`."""
+    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,152 @@
+"""Generation: temperature and top-k sampling in one jitted `lax.scan`, streamed in chunks.
+
+    p = softmax(logits / temperature)     temperature 0 means argmax (SPEC.md)
+
+A primed sample first runs the prime text through the model to set the state. Without a prime, generation
+starts as if right after a newline (or the first symbol of a vocabulary without one), which is not printed.
+
+The random key of the character at position t of a sample is ``fold_in(key(seed), t)``, so the same seed gives
+the same text whatever the chunk size, and the samples of a batch differ because each draws its own
+categorical from the same per-position key over a different row.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import model
+from .config import ModelConfig
+from .data import Vocabulary
+
+CHUNK = 128  # characters generated per device call: the loop stays in jit, the host streams between chunks
+
+
+class SampleError(ValueError):
+    """A sampling option is out of range, or the prime has characters the model never saw."""
+
+
+def filter_logits(logits: jax.Array, temperature: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Logits scaled by 1/temperature, with all but the `top_k` largest set to -inf (top_k 0: keep all).
+
+    Args:
+      logits: (B, V).
+      temperature: scalar > 0 (0 is handled by the caller as argmax).
+      top_k: int scalar in [0, V].
+    """
+    V = logits.shape[-1]
+    k = jnp.where((top_k > 0) & (top_k < V), top_k, V)
+    kth_largest = jnp.take(jnp.sort(logits, axis=-1), V - k, axis=-1)[..., None]
+    logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+    return logits / jnp.maximum(temperature, 1e-6)
+
+
+def choose(key: jax.Array, logits: jax.Array, temperature: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Next tokens (B,) from logits (B, V): argmax when temperature is 0, else a draw from the filtered softmax."""
+    drawn = jax.random.categorical(key, filter_logits(logits, temperature, top_k), axis=-1)
+    return jnp.where(temperature == 0, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "length"))
+def generate_chunk(params, config: ModelConfig, carry, last_tokens, key, position, temperature, top_k, *, length: int):
+    """Generates `length` tokens per sample in one `lax.scan`.
+
+    Args:
+      carry: model state after `last_tokens`' predecessors, per layer (B, H).
+      last_tokens: (B,) the most recent token of each sample; it is fed first.
+      key: the sample's base PRNG key.
+      position: index of the first token this chunk generates (keys are ``fold_in(key, position + t)``).
+      temperature, top_k: scalars (traced: changing them does not recompile).
+
+    Returns:
+      tokens (B, length) int32, the carry after the last token's predecessor, and the last tokens (B,).
+    """
+
+    def body(state, t):
+        carry, tokens = state
+        logits, carry = model.step(params, config, tokens, carry)
+        tokens = choose(jax.random.fold_in(key, position + t), logits, temperature, top_k)
+        return (carry, tokens), tokens
+
+    (carry, last_tokens), tokens = jax.lax.scan(body, (carry, last_tokens), jnp.arange(length))
+    return tokens.T, carry, last_tokens
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def prime_state(params, config: ModelConfig, prime_ids):
+    """The carry after running `prime_ids` (P,) through the model, batch 1. The last prime token is not fed:
+    generation feeds it first."""
+    _, carry = model.forward(params, config, prime_ids[None, :-1], model.initial_carry(config, 1))
+    return carry
+
+
+def start_token(vocab: Vocabulary) -> int:
+    """The token a sample without a prime starts after: a newline where the vocabulary has one."""
+    for symbol in ("\n", " "):
+        if symbol in vocab.symbols:
+            return vocab.symbols.index(symbol)
+    return 0
+
+
+def check_options(length: int, temperature: float, top_k: int, num_samples: int) -> None:
+    if length < 0:
+        raise SampleError(f"length must be >= 0, got {length}")
+    if not temperature >= 0 or not np.isfinite(temperature):
+        raise SampleError(f"temperature must be >= 0 (0 means always the likeliest character), got {temperature}")
+    if top_k < 0:
+        raise SampleError(f"top-k must be >= 0 (0 means no limit), got {top_k}")
+    if num_samples < 1:
+        raise SampleError(f"num-samples must be at least 1, got {num_samples}")
+
+
+def stream(
+    params: Any,
+    config: ModelConfig,
+    vocab: Vocabulary,
+    *,
+    length: int,
+    prime: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    num_samples: int = 1,
+    seed: int = 0,
+    chunk: int = CHUNK,
+) -> Iterator[np.ndarray]:
+    """Generates `num_samples` samples of `length` tokens in parallel, yielding them chunk by chunk.
+
+    Yields:
+      token ids (num_samples, c) int32 for the next c tokens of every sample (the prime is not included);
+      the chunks add up to `length`.
+
+    Raises:
+      SampleError: an option is out of range or the prime has characters outside the vocabulary.
+    """
+    check_options(length, temperature, top_k, num_samples)
+    try:
+        prime_ids = vocab.encode(prime) if prime else np.array([start_token(vocab)], np.int32)
+    except ValueError as e:
+        raise SampleError(f"the prime has {e}") from None
+    carry = prime_state(params, config, jnp.asarray(prime_ids))
+    carry = jax.tree.map(lambda c: jnp.repeat(c, num_samples, axis=0), carry)
+    last = jnp.full((num_samples,), prime_ids[-1], jnp.int32)
+    key = jax.random.key(seed)
+    temperature, top_k = jnp.float32(temperature), jnp.int32(top_k)
+    chunk = max(1, min(chunk, length))
+    done = 0
+    while done < length:
+        tokens, carry, last = generate_chunk(params, config, carry, last, key, done, temperature, top_k, length=chunk)
+        tokens = np.asarray(tokens)[:, : length - done]
+        done += tokens.shape[1]
+        yield tokens
+
+
+def sample(params: Any, config: ModelConfig, vocab: Vocabulary, **options) -> list:
+    """The whole samples at once (str, or bytes for a byte-level vocabulary); options as for `stream`."""
+    pieces = list(stream(params, config, vocab, **options))
+    n = options.get("num_samples", 1)
+    ids = np.concatenate(pieces, axis=1) if pieces else np.zeros((n, 0), np.int32)
+    return [vocab.decode(row) for row in ids]

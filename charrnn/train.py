@@ -1,0 +1,409 @@
+"""Training: truncated BPTT with optax, one jitted XLA program per step, whole-split validation.
+
+The pieces, each usable on its own::
+
+    optimizer = make_optimizer(config, total_steps)
+    state = init_state(model_config, config, optimizer)          # params, optimizer state, carry, step
+    step_fn = make_train_step(model_config, config, optimizer)   # jitted: (state, inputs, targets) -> (state, metrics)
+    eval_fn = make_evaluate(model_config, seq_length)            # jitted: (params, inputs, targets, mask) -> nats
+
+`train` runs the loop: it keeps the training streams on the device, reads the loss back only every
+`log_every` steps, validates on the whole validation split every `eval_every` steps, and writes
+``best.safetensors`` (lowest validation loss) and ``latest.safetensors`` atomically. It never prints; it
+reports through a callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import checkpoint, data, model
+from .config import ModelConfig, TrainConfig
+
+LN2 = math.log(2.0)
+
+
+class TrainState(NamedTuple):
+    """Everything that changes from step to step. A pytree; lives on the device.
+
+    Attributes:
+      params: model parameters.
+      opt_state: optax state.
+      carry: hidden state carried from window to window, per layer, each (B, H).
+      step: windows consumed so far (int32 scalar); epoch = step // steps_per_epoch.
+      bad_steps: consecutive steps skipped for a non-finite loss or gradient (int32 scalar).
+    """
+
+    params: Any
+    opt_state: Any
+    carry: Any
+    step: jax.Array
+    bad_steps: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How the training split is cut into windows for this run."""
+
+    batch_size: int  # B streams (may be smaller than asked for a tiny corpus)
+    seq_length: int  # T characters per window
+    steps_per_epoch: int  # windows per stream
+    total_steps: Optional[int]  # from max_steps / max_epochs; None if only a time limit stops the run
+
+
+# --- events reported to the callback -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    layout: Layout
+    num_params: int
+    train_chars: int
+    val_chars: int
+    resumed_step: int  # 0 for a fresh run
+    warnings: tuple[str, ...]
+    compile_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    step: int
+    epoch: float
+    train_nats: float  # mean over the steps since the last log
+    grad_norm: float  # before clipping, at the last step
+    learning_rate: float
+    chars_per_s: float
+    elapsed_s: float
+    skipped_steps: int  # total non-finite steps skipped so far
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+    step: int
+    val_nats: float
+    best_val_nats: float
+    is_best: bool
+    seconds: float
+    checkpoint: Path  # latest.safetensors
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    step: int
+    reason: str  # "max_steps", "max_epochs", "max_time", "interrupted", "diverged"
+    best_val_nats: Optional[float]
+    best: Path
+    latest: Path
+    elapsed_s: float
+
+
+class TrainingDiverged(Exception):
+    """Too many consecutive non-finite steps; the last good checkpoint was kept."""
+
+
+# --- pieces ------------------------------------------------------------------------------------------------
+
+
+def learning_rate_schedule(config: TrainConfig, total_steps: Optional[int]) -> optax.Schedule:
+    """Linear warm-up to `learning_rate`, then cosine decay to ``learning_rate * min_lr_ratio`` at
+    `total_steps` (or constant when decay is "constant" or the run has no step limit)."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    if config.decay == "constant" or total_steps is None or total_steps <= warmup:
+        after = optax.constant_schedule(peak)
+    else:
+        after = optax.cosine_decay_schedule(peak, total_steps - warmup, alpha=config.min_lr_ratio)
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def make_optimizer(config: TrainConfig, total_steps: Optional[int]) -> optax.GradientTransformation:
+    """Global-norm clipping followed by Adam (or RMSprop) on the learning-rate schedule."""
+    schedule = learning_rate_schedule(config, total_steps)
+    if config.optimizer == "adam":
+        inner = optax.adam(schedule)
+    else:  # rmsprop, with char-rnn's decay
+        inner = optax.rmsprop(schedule, decay=0.95, eps=1e-8)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
+
+
+def init_state(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
+               batch_size: Optional[int] = None) -> TrainState:
+    """A fresh state: parameters from `config.seed`, zero carry, step 0."""
+    params = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), model_config)
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        carry=model.initial_carry(model_config, batch_size or config.batch_size),
+        step=jnp.zeros((), jnp.int32),
+        bad_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def _select(ok: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def make_train_step(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    seq_length: Optional[int] = None,
+    steps_per_epoch: Optional[int] = None,
+) -> Callable:
+    """The whole training step — window slicing, forward, backward, clipping, update — as one jitted function.
+
+    The returned ``step(state, inputs, targets) -> (state, metrics)`` takes the full (B, L) training streams
+    (kept on the device) and slices window ``state.step % steps_per_epoch`` itself. At the first window of
+    each epoch the carry is reset to zero; between windows it is carried with its gradient stopped. A step
+    whose loss or gradient is not finite changes nothing but the step and `bad_steps` counters.
+
+    metrics: {"loss": nats per character, "grad_norm": global norm before clipping, "ok": bool}.
+    """
+    T = seq_length or config.seq_length
+    dropout_base = jax.random.fold_in(jax.random.key(config.seed), 1)
+
+    def step(state: TrainState, inputs: jax.Array, targets: jax.Array):
+        window = state.step % (steps_per_epoch or inputs.shape[1] // T)
+        x = jax.lax.dynamic_slice_in_dim(inputs, window * T, T, axis=1).astype(jnp.int32)
+        y = jax.lax.dynamic_slice_in_dim(targets, window * T, T, axis=1).astype(jnp.int32)
+        carry = jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), state.carry)
+        carry = jax.lax.stop_gradient(carry)
+        dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout > 0 else None
+
+        def loss_fn(params):
+            return model.loss(params, model_config, x, y, carry, dropout_key=dropout_key)
+
+        (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_state = TrainState(
+            params=_select(ok, params, state.params),
+            opt_state=_select(ok, opt_state, state.opt_state),
+            carry=_select(ok, new_carry, carry),
+            step=state.step + 1,
+            bad_steps=jnp.where(ok, 0, state.bad_steps + 1),
+        )
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "ok": ok}
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_evaluate(model_config: ModelConfig, seq_length: int) -> Callable:
+    """``evaluate(params, inputs, targets, mask) -> nats per character`` over whole (B, L) streams.
+
+    One jitted program: a `lax.scan` over the L / T windows carries the state from window to window, so
+    every target in the mask is predicted with all the context of its stream. No dropout.
+    """
+
+    def evaluate(params, inputs, targets, mask):
+        B, L = inputs.shape
+        windows = lambda a: a.reshape(B, L // seq_length, seq_length).swapaxes(0, 1)  # (W, B, T)
+
+        def body(carry_and_sums, window):
+            carry, total, count = carry_and_sums
+            x, y, m = window
+            logits, carry = model.forward(params, model_config, x.astype(jnp.int32), carry)
+            log_probs = jax.nn.log_softmax(logits, axis=-1)
+            nll = -jnp.take_along_axis(log_probs, y.astype(jnp.int32)[..., None], axis=-1)[..., 0]
+            return (carry, total + (nll * m).sum(), count + m.sum()), None
+
+        init = (model.initial_carry(model_config, B), jnp.zeros(()), jnp.zeros(()))
+        (_, total, count), _ = jax.lax.scan(body, init, (windows(inputs), windows(targets), windows(mask)))
+        return total / jnp.maximum(count, 1.0)
+
+    return jax.jit(evaluate)
+
+
+def plan(num_train: int, config: TrainConfig) -> tuple[Layout, list[str]]:
+    """The window layout for a training split of `num_train` characters, shrunk to fit a tiny corpus."""
+    B, T, warnings = data.fit_window(num_train, config.batch_size, config.seq_length)
+    steps_per_epoch = ((num_train - 1) // B) // T
+    limits = []
+    if config.max_steps is not None:
+        limits.append(config.max_steps)
+    if config.max_epochs is not None:
+        limits.append(max(1, math.ceil(config.max_epochs * steps_per_epoch)))
+    return Layout(B, T, steps_per_epoch, min(limits) if limits else None), warnings
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+
+def _token_dtype(vocab_size: int):
+    # Streams stay on the device for the whole run; small ids keep them at one byte per character.
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+
+
+def _checkpoint(state: TrainState, corpus: data.Corpus, splits: data.Splits, model_config: ModelConfig,
+                config: TrainConfig, layout: Layout, info: dict, history: list) -> checkpoint.Checkpoint:
+    arrays = {
+        **checkpoint.flatten("params", state.params),
+        **checkpoint.flatten("opt_state", state.opt_state),
+        **checkpoint.flatten("carry", state.carry),
+    }
+    effective = dataclasses.replace(config, batch_size=layout.batch_size, seq_length=layout.seq_length)
+    return checkpoint.Checkpoint(
+        model=model_config, train=effective, vocab=corpus.vocab, corpus=corpus.info, splits=splits,
+        arrays=arrays, state={**info, "step": int(state.step), "total_steps": layout.total_steps,
+                              "steps_per_epoch": layout.steps_per_epoch},
+        history=history,
+    )
+
+
+def restore_state(ckpt: checkpoint.Checkpoint, model_config: ModelConfig, config: TrainConfig,
+                  optimizer: optax.GradientTransformation, batch_size: int) -> TrainState:
+    """The `TrainState` saved in `ckpt` (parameters, optimizer state, carried state, step)."""
+    template = jax.eval_shape(lambda: init_state(model_config, config, optimizer, batch_size))
+    return TrainState(
+        params=jax.tree.map(jnp.asarray, ckpt.tree("params", template.params)),
+        opt_state=jax.tree.map(jnp.asarray, ckpt.tree("opt_state", template.opt_state)),
+        carry=jax.tree.map(jnp.asarray, ckpt.tree("carry", template.carry)),
+        step=jnp.asarray(ckpt.state["step"], jnp.int32),
+        bad_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def train(
+    corpus: data.Corpus,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    out_dir: Union[str, Path],
+    *,
+    resume: Optional[checkpoint.Checkpoint] = None,
+    callback: Callable[[Any], None] = lambda event: None,
+    should_stop: Callable[[], bool] = lambda: False,
+    max_bad_steps: int = 20,
+) -> Finished:
+    """Trains a model on `corpus` and writes checkpoints to `out_dir`.
+
+    Args:
+      corpus: the encoded corpus; it is split by `config.val_fraction` / `config.test_fraction`.
+      model_config: the architecture (its vocab_size must match the corpus's vocabulary).
+      config: the training configuration.
+      out_dir: where ``best.safetensors`` and ``latest.safetensors`` go.
+      resume: a checkpoint to continue from (same architecture and corpus), at its step.
+      callback: receives `Started`, `Logged`, `Evaluated` and `Finished` events.
+      should_stop: polled at each step boundary; True saves a checkpoint and stops ("interrupted").
+      max_bad_steps: consecutive non-finite steps after which training stops ("diverged").
+
+    Returns:
+      The `Finished` event.
+    """
+    out_dir = Path(out_dir)
+    splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
+    train_ids = corpus.ids[slice(*splits.train)]
+    val_ids = corpus.ids[slice(*splits.val)]
+    layout, warnings = plan(len(train_ids), config)
+    B, T = layout.batch_size, layout.seq_length
+
+    optimizer = make_optimizer(config, layout.total_steps)
+    if resume is not None:
+        state = restore_state(resume, model_config, config, optimizer, B)
+        history = list(resume.history)
+        best = resume.state.get("best_val_nats")
+    else:
+        state = init_state(model_config, config, optimizer, B)
+        history, best = [], None
+    start_step = int(state.step)
+
+    dtype = _token_dtype(model_config.vocab_size)
+    inputs, targets = (jnp.asarray(a.astype(dtype)) for a in data.streams(train_ids, B))
+    has_val = len(val_ids) >= data.MIN_SPLIT
+    if has_val:
+        val_arrays = tuple(jnp.asarray(a) for a in data.eval_streams(val_ids, B, T))
+
+    t0 = time.perf_counter()
+    step_fn = make_train_step(model_config, config, optimizer, T, layout.steps_per_epoch).lower(
+        state, inputs, targets).compile()
+    eval_fn = make_evaluate(model_config, T)
+    if has_val:
+        eval_fn = eval_fn.lower(state.params, *val_arrays).compile()
+    compile_s = time.perf_counter() - t0
+    callback(Started(layout, model.num_parameters(state.params), len(train_ids), len(val_ids), start_step,
+                     tuple(warnings), compile_s))
+
+    schedule = learning_rate_schedule(config, layout.total_steps)
+    latest_path, best_path = out_dir / checkpoint.LATEST, out_dir / checkpoint.BEST
+    step, pending, last_eval_step, skipped = start_step, [], None, 0
+    t_start = t_log = time.perf_counter()
+    log_step = step
+    last_metrics = None
+    reason = None
+
+    def evaluate_and_save() -> None:
+        nonlocal best, last_eval_step
+        te = time.perf_counter()
+        if has_val:
+            val_nats = float(eval_fn(state.params, *val_arrays))
+        else:  # no validation split: rank checkpoints by the latest training loss
+            val_nats = float(last_metrics["loss"]) if last_metrics is not None else float("inf")
+        is_best = best is None or val_nats < best
+        best = val_nats if is_best else best
+        history.append({"step": step, "val_nats": val_nats, "val_bpc": val_nats / LN2,
+                        "train_nats": float(last_metrics["loss"]) if last_metrics is not None else None,
+                        "elapsed_s": time.perf_counter() - t_start})
+        info = {"best_val_nats": best, "val_nats": val_nats, "epoch": step / layout.steps_per_epoch}
+        ckpt = _checkpoint(state, corpus, splits, model_config, config, layout, info, history)
+        blob = checkpoint.to_bytes(ckpt)
+        checkpoint.write_bytes_atomic(latest_path, blob)
+        if is_best:
+            checkpoint.write_bytes_atomic(best_path, blob)
+        last_eval_step = step
+        callback(Evaluated(step, val_nats, best, is_best, time.perf_counter() - te, latest_path))
+
+    while True:
+        if layout.total_steps is not None and step >= layout.total_steps:
+            reason = "max_steps" if config.max_steps is not None and step >= config.max_steps else "max_epochs"
+            break
+        if config.max_time is not None and time.perf_counter() - t_start >= config.max_time:
+            reason = "max_time"
+            break
+        if should_stop():
+            reason = "interrupted"
+            break
+        state, metrics = step_fn(state, inputs, targets)
+        step += 1
+        pending.append(metrics)
+        if step % config.log_every == 0 or step == layout.total_steps:
+            fetched = jax.device_get(pending)
+            pending = []
+            last_metrics = fetched[-1]
+            skipped += sum(1 for m in fetched if not m["ok"])
+            now = time.perf_counter()
+            losses = [m["loss"] for m in fetched if m["ok"]]
+            callback(Logged(step, step / layout.steps_per_epoch, float(np.mean(losses)) if losses else float("nan"),
+                            float(last_metrics["grad_norm"]), float(schedule(step)),
+                            (step - log_step) * B * T / max(now - t_log, 1e-9), now - t_start, skipped))
+            t_log, log_step = now, step
+            if int(state.bad_steps) >= max_bad_steps:
+                reason = "diverged"
+                break
+        if step % config.eval_every == 0:
+            evaluate_and_save()
+
+    if pending:
+        fetched = jax.device_get(pending)
+        last_metrics = fetched[-1]
+    if reason != "diverged" and last_eval_step != step and step > start_step:
+        evaluate_and_save()
+    finished = Finished(step, reason, best, best_path, latest_path, time.perf_counter() - t_start)
+    callback(finished)
+    if reason == "diverged":
+        raise TrainingDiverged(
+            f"training stopped at step {step}: {max_bad_steps} consecutive steps had a non-finite loss or gradient "
+            f"(learning rate {float(schedule(step)):.3g}); the last good checkpoint is {latest_path}; "
+            f"try a lower --learning-rate"
+        )
+    return finished
