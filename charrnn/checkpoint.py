@@ -103,11 +103,16 @@ def flatten(prefix: str, tree: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _contiguous(a) -> np.ndarray:
+    # Not np.ascontiguousarray: it turns a 0-d array (Adam's step count) into shape (1,).
+    return np.require(np.asarray(a), requirements="C")
+
+
 def _checksum(arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(metadata, sort_keys=True).encode())
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = _contiguous(arrays[name])
         h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -128,7 +133,7 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
         "state": json.dumps(ckpt.state),
         "history": json.dumps(ckpt.history),
     }
-    arrays = {name: np.ascontiguousarray(a) for name, a in ckpt.arrays.items()}
+    arrays = {name: _contiguous(a) for name, a in ckpt.arrays.items()}
     metadata["checksum"] = _checksum(arrays, metadata)
     return save(arrays, metadata=metadata)
 

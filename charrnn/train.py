@@ -165,7 +165,7 @@ def make_train_step(
     The returned ``step(state, inputs, targets) -> (state, metrics)`` takes the full (B, L) training streams
     (kept on the device) and slices window ``state.step % steps_per_epoch`` itself. At the first window of
     each epoch the carry is reset to zero; between windows it is carried with its gradient stopped. A step
-    whose loss or gradient is not finite changes nothing but the step and `bad_steps` counters.
+    whose loss, gradient or update is not finite changes nothing but the step and `bad_steps` counters.
 
     metrics: {"loss": nats per character, "grad_norm": global norm before clipping, "ok": bool}.
     """
@@ -184,10 +184,11 @@ def make_train_step(
             return model.loss(params, model_config, x, y, carry, dropout_key=dropout_key)
 
         (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # A non-finite loss, gradient or update (e.g. from an absurd learning rate) changes nothing.
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
         new_state = TrainState(
             params=_select(ok, params, state.params),
             opt_state=_select(ok, opt_state, state.opt_state),

@@ -1,0 +1,188 @@
+"""Training: truncated BPTT windows and carry, the jitted step, evaluation, the loop, resume and determinism."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from charrnn import checkpoint, data, model, sample, train
+from charrnn.config import ModelConfig, TrainConfig
+
+TINY = ModelConfig(vocab_size=6, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
+
+
+def random_streams(B, L, vocab=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return jnp.asarray(rng.integers(0, vocab, (B, L)), jnp.int32), jnp.asarray(rng.integers(0, vocab, (B, L)), jnp.int32)
+
+
+def test_windows_carry_state_and_reset_it_each_epoch():
+    """With a zero learning rate the step's losses must equal a plain loop over SPEC.md's truncated BPTT:
+    window j of every stream, state carried from window j-1, zero state at the start of each epoch."""
+    B, T, windows = 2, 4, 3
+    inputs, targets = random_streams(B, T * windows)
+    config = TrainConfig(batch_size=B, seq_length=T)
+    frozen = optax.sgd(0.0)
+    state = train.init_state(TINY, config, frozen, B)
+    params = jax.tree.map(jnp.copy, state.params)
+    step = train.make_train_step(TINY, config, frozen, T, windows)
+    got = []
+    for _ in range(2 * windows + 1):
+        state, metrics = step(state, inputs, targets)
+        got.append(float(metrics["loss"]))
+
+    want, carry = [], None
+    for s in range(2 * windows + 1):
+        j = s % windows
+        if j == 0:
+            carry = model.initial_carry(TINY, B)
+        loss, carry = model.loss(params, TINY, inputs[:, j * T : (j + 1) * T], targets[:, j * T : (j + 1) * T], carry)
+        want.append(float(loss))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert int(state.step) == 2 * windows + 1
+
+
+def test_step_applies_the_gradient_of_the_window_loss():
+    B, T = 2, 5
+    inputs, targets = random_streams(B, 3 * T, seed=1)
+    config = TrainConfig(batch_size=B, seq_length=T)
+    sgd = optax.sgd(0.5)
+    state = train.init_state(TINY, config, sgd, B)
+    before = jax.tree.map(jnp.copy, state.params)
+    carry = model.initial_carry(TINY, B)
+    grad = jax.grad(lambda p: model.loss(p, TINY, inputs[:, :T], targets[:, :T], carry)[0])(before)
+    state, _ = train.make_train_step(TINY, config, sgd, T, 3)(state, inputs, targets)
+    for new, old, g in zip(jax.tree.leaves(state.params), jax.tree.leaves(before), jax.tree.leaves(grad)):
+        np.testing.assert_allclose(new, old - 0.5 * g, rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_step_changes_nothing_and_is_counted():
+    B, T = 2, 4
+    inputs, targets = random_streams(B, 2 * T, seed=2)
+    config = TrainConfig(batch_size=B, seq_length=T)
+    optimizer = train.make_optimizer(config, 10)
+    state = train.init_state(TINY, config, optimizer, B)
+    poisoned = {**state.params, "embedding": state.params["embedding"].at[int(inputs[0, 0])].set(jnp.nan)}
+    state = state._replace(params=poisoned)
+    before = jax.tree.map(np.asarray, state)
+    state, metrics = train.make_train_step(TINY, config, optimizer, T, 2)(state, inputs, targets)
+    assert not bool(metrics["ok"]) and int(state.bad_steps) == 1 and int(state.step) == 1
+    for new, old in zip(jax.tree.leaves((state.params, state.opt_state)), jax.tree.leaves((before.params, before.opt_state))):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_an_exploding_update_is_refused():
+    B, T = 2, 4
+    inputs, targets = random_streams(B, 2 * T, seed=3)
+    config = TrainConfig(batch_size=B, seq_length=T)
+    absurd = optax.sgd(jnp.inf)
+    state = train.init_state(TINY, config, absurd, B)
+    before = jax.tree.map(np.asarray, state.params)
+    state, metrics = train.make_train_step(TINY, config, absurd, T, 2)(state, inputs, targets)
+    assert not bool(metrics["ok"])
+    for new, old in zip(jax.tree.leaves(state.params), jax.tree.leaves(before)):
+        np.testing.assert_array_equal(new, old)
+
+
+def test_evaluation_covers_the_whole_split_with_full_context():
+    ids = np.random.default_rng(4).integers(0, 6, 203)
+    params = model.init(jax.random.key(0), TINY)
+    B, T = 3, 8
+    got = float(train.make_evaluate(TINY, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
+    # Independent: each stream as one long sequence through forward, mean NLL over all targets.
+    per_stream = int(np.ceil((len(ids) - 1) / B))
+    total, count = 0.0, 0
+    for b in range(B):
+        lo, hi = b * per_stream, min((b + 1) * per_stream, len(ids) - 1)
+        logits, _ = model.forward(params, TINY, jnp.asarray(ids[lo:hi])[None], model.initial_carry(TINY, 1))
+        log_probs = jax.nn.log_softmax(np.asarray(logits[0], np.float64), axis=-1)
+        total -= float(np.take_along_axis(np.asarray(log_probs), ids[lo + 1 : hi + 1, None], -1).sum())
+        count += hi - lo
+    assert got == pytest.approx(total / count, rel=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(learning_rate=1e-2, warmup_steps=10, min_lr_ratio=0.1)
+    schedule = train.learning_rate_schedule(config, 110)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(5)) == pytest.approx(5e-3)
+    assert float(schedule(10)) == pytest.approx(1e-2)
+    assert float(schedule(60)) == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5), rel=1e-4)  # half way down the cosine
+    assert float(schedule(110)) == pytest.approx(1e-3)
+    constant = train.learning_rate_schedule(TrainConfig(learning_rate=1e-2, warmup_steps=0, decay="constant"), 110)
+    assert float(constant(100)) == pytest.approx(1e-2)
+
+
+# --- the loop on a real (tiny) corpus ------------------------------------------------------------------------
+
+PERIODIC = "the cat sat on a mat; " * 300
+
+
+def corpus_of(text, name="corpus.txt"):
+    vocab = data.Vocabulary.from_text(text)
+    return data.Corpus(vocab.encode(text), vocab, data.CorpusInfo(name, "0" * 64, len(text)))
+
+
+def test_learns_a_periodic_corpus_and_greedy_sampling_reproduces_it(tmp_path):
+    corpus = corpus_of(PERIODIC)
+    model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="lstm", hidden_size=32, num_layers=1, embedding_size=8)
+    config = TrainConfig(batch_size=8, seq_length=32, learning_rate=1e-2, warmup_steps=10, max_steps=300,
+                         max_epochs=None, eval_every=300)
+    events = []
+    train.train(corpus, model_config, config, tmp_path, callback=events.append)
+    ckpt = checkpoint.load(tmp_path)
+    params = checkpoint.load_params(ckpt)
+    # Near-zero loss once the model has seen enough to know where in the period it is.
+    ids = jnp.asarray(corpus.ids[:401])[None]
+    logits, _ = model.forward(params, ckpt.model, ids[:, :-1], model.initial_carry(ckpt.model, 1))
+    per_char = -jnp.take_along_axis(jax.nn.log_softmax(logits[0]), ids[0, 1:, None], -1)[:, 0]
+    assert float(per_char[40:].mean()) < 0.01
+    text = sample.sample(params, ckpt.model, ckpt.vocab, length=200, prime="the cat ", temperature=0.0)[0]
+    assert "the cat " + text == PERIODIC[: 8 + 200]
+    logged = [e for e in events if isinstance(e, train.Logged)]
+    assert logged[-1].train_nats < logged[0].train_nats / 10
+
+
+def short_run(tmp_path, stop_at=None, resume=None, max_steps=24, seed=0):
+    corpus = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000)))
+    model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="gru", hidden_size=8, num_layers=2,
+                               embedding_size=4, dropout=0.1)
+    config = TrainConfig(batch_size=4, seq_length=16, max_steps=max_steps, max_epochs=None, eval_every=10, seed=seed)
+    steps = []
+    stop = (lambda: len(steps) >= stop_at) if stop_at else (lambda: False)
+    callback = lambda e: steps.append(e.step) if isinstance(e, train.Logged) else None
+    config = TrainConfig(**{**config.to_dict(), "log_every": 1})
+    return train.train(corpus, model_config, config, tmp_path, resume=resume, callback=callback, should_stop=stop)
+
+
+def final_params(run_dir):
+    return [np.asarray(a) for a in jax.tree.leaves(checkpoint.load(run_dir / checkpoint.LATEST).arrays)]
+
+
+def test_same_seed_gives_a_bit_identical_run_and_another_seed_does_not(tmp_path):
+    short_run(tmp_path / "a")
+    short_run(tmp_path / "b")
+    short_run(tmp_path / "c", seed=1)
+    a, b, c = (final_params(tmp_path / x) for x in "abc")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path):
+    short_run(tmp_path / "whole")
+    stopped = short_run(tmp_path / "part", stop_at=13)
+    assert stopped.reason == "interrupted" and stopped.step == 13
+    assert checkpoint.load(tmp_path / "part" / checkpoint.LATEST).state["step"] == 13
+    resumed = short_run(tmp_path / "part", resume=checkpoint.load(tmp_path / "part" / checkpoint.LATEST))
+    assert resumed.step == 24
+    whole, part = final_params(tmp_path / "whole"), final_params(tmp_path / "part")
+    assert all(np.array_equal(x, y) for x, y in zip(whole, part))
+
+
+def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
+    finished = short_run(tmp_path)
+    history = checkpoint.load(tmp_path / checkpoint.LATEST).history
+    assert [h["step"] for h in history] == [10, 20, 24]
+    best = checkpoint.load(tmp_path / checkpoint.BEST)
+    assert best.state["val_nats"] == min(h["val_nats"] for h in history) == finished.best_val_nats
