@@ -1,6 +1,6 @@
 """charrnn: character-level RNN, LSTM and GRU language models on JAX.
 
-Modules: `cells` (the SPEC.md equations), `model` (embedding, stacked layers, head, loss), `data` (corpus,
+Modules: `cells` (the RNN, LSTM and GRU equations), `model` (embedding, stacked layers, head, loss), `data` (corpus,
 vocabulary, splits, streams), `train` (optimizer, jitted step, loop), `sample` (jitted generation),
 `checkpoint` (safetensors, atomic), `cli` (the command line). Importing this package does not import JAX.
 """

@@ -1,4 +1,21 @@
-"""The recurrent cells of SPEC.md: vanilla RNN, LSTM and GRU.
+"""The recurrent cells: vanilla RNN, LSTM and GRU, exactly these equations (column vectors, σ the logistic
+sigmoid, ∘ the elementwise product, h_0 = 0 and c_0 = 0)::
+
+    RNN   h_t = tanh(W x_t + U h_{t-1} + b)
+
+    LSTM  f_t = σ(W_f x_t + U_f h_{t-1} + b_f)          forget gate
+          i_t = σ(W_i x_t + U_i h_{t-1} + b_i)          input gate
+          o_t = σ(W_o x_t + U_o h_{t-1} + b_o)          output gate
+          g_t = tanh(W_c x_t + U_c h_{t-1} + b_c)       candidate
+          c_t = f_t ∘ c_{t-1} + i_t ∘ g_t
+          h_t = o_t ∘ tanh(c_t)
+
+    GRU   z_t = σ(W_z x_t + U_z h_{t-1} + b_z)          update gate: near 1 overwrites, near 0 keeps
+          r_t = σ(W_r x_t + U_r h_{t-1} + b_r)          reset gate
+          ĥ_t = tanh(W_h x_t + U_h (r_t ∘ h_{t-1}) + b_h)   reset applied *before* the product
+          h_t = (1 − z_t) ∘ h_{t-1} + z_t ∘ ĥ_t
+
+The GRU is not PyTorch's (which resets after the product and lets z weight the old state).
 
 Each cell is a `Cell`: a handful of pure functions over an explicit parameter dict, so the model scans any of
 them the same way and never branches on the kind::
@@ -8,17 +25,17 @@ them the same way and never branches on the kind::
     x_proj = cell.project_inputs(params, xs)               # (T, B, G*H): W x_t + b for all t, one matmul
     carry, states = cell.step(params, carry, x_proj[t])    # one time step; states["h"] is h_t
 
-`scan` wraps `step` in `jax.lax.scan`; `run` is the learner's entry point that takes weights named as in
-SPEC.md.
+`scan` wraps `step` in `jax.lax.scan`; `run` is the learner's entry point that takes weights named as in the
+equations above.
 
 Storage: the G gate blocks are fused and stored for row-vector batches, ``W: (d, G*H)``, ``U: (H, G*H)``,
-``b: (G*H,)``, with the blocks in the order of `Cell.gates` (LSTM: f, i, o, c; GRU: z, r, h). SPEC.md's
-``W_f`` (H, d) is ``W[:, 0:H].T``. The maths is exactly SPEC.md's.
+``b: (G*H,)``, with the blocks in the order of `Cell.gates` (LSTM: f, i, o, c; GRU: z, r, h). The equations'
+``W_f`` (H, d) is ``W[:, 0:H].T``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +44,13 @@ import numpy as np
 Params = dict[str, jax.Array]
 Carry = tuple[jax.Array, ...]  # (h,) for rnn and gru, (h, c) for lstm; each (*batch, H)
 States = dict[str, jax.Array]  # per-step internals, e.g. {"h": ..., "c": ..., "f": ...}; each (*batch, H)
+# An edit sees every named intermediate of a step as it is computed and returns what the step uses instead:
+# edit(name, value) -> value. Inspection clamps units with it and probes gradients; None leaves the maths alone.
+Edit = Optional[Callable[[str, jax.Array], jax.Array]]
+
+
+def _no_edit(name: str, value: jax.Array) -> jax.Array:
+    return value
 
 
 class Cell(NamedTuple):
@@ -34,17 +58,18 @@ class Cell(NamedTuple):
 
     Attributes:
       name: "rnn", "lstm" or "gru".
-      gates: SPEC.md suffixes of the fused blocks, in storage order.
+      gates: the equations' suffixes of the fused blocks, in storage order.
       carry_names: what the carry tuple holds, in order ("h",) or ("h", "c").
       state_names: every per-step state `step` reports (hidden state, cell state, gate activations).
-      step: ``(params, carry, x_proj_t) -> (carry, states)`` with x_proj_t of shape (*batch, G*H).
+      step: ``(params, carry, x_proj_t, edit=None) -> (carry, states)`` with x_proj_t of shape (*batch, G*H);
+        `edit` (see `Edit`) may replace any intermediate, in the order the equations compute them.
     """
 
     name: str
     gates: tuple[str, ...]
     carry_names: tuple[str, ...]
     state_names: tuple[str, ...]
-    step: Callable[[Params, Carry, jax.Array], tuple[Carry, States]]
+    step: Callable[..., tuple[Carry, States]]
 
     @property
     def num_gates(self) -> int:
@@ -54,7 +79,7 @@ class Cell(NamedTuple):
         """Fresh parameters: Glorot-uniform input weights, orthogonal recurrent weights per gate block.
 
         Biases are zero except where a bias towards remembering helps long-range learning: the LSTM forget
-        gate starts at +1 (Jozefowicz et al. 2015) and the GRU update gate at -1 (in SPEC.md's GRU, z near 0
+        gate starts at +1 (Jozefowicz et al. 2015) and the GRU update gate at -1 (in this GRU, z near 0
         keeps the old state).
         """
         k_w, k_u = jax.random.split(key)
@@ -83,32 +108,36 @@ class Cell(NamedTuple):
         return xs @ params["W"] + params["b"]
 
 
-def _rnn_step(params: Params, carry: Carry, x_proj: jax.Array) -> tuple[Carry, States]:
+def _rnn_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
+    edit = edit or _no_edit
     (h,) = carry
-    h = jnp.tanh(x_proj + h @ params["U"])
+    h = edit("h", jnp.tanh(x_proj + h @ params["U"]))
     return (h,), {"h": h}
 
 
-def _lstm_step(params: Params, carry: Carry, x_proj: jax.Array) -> tuple[Carry, States]:
+def _lstm_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
+    edit = edit or _no_edit
     h, c = carry
     f, i, o, g = jnp.split(x_proj + h @ params["U"], 4, axis=-1)
-    f, i, o, g = jax.nn.sigmoid(f), jax.nn.sigmoid(i), jax.nn.sigmoid(o), jnp.tanh(g)
-    c = f * c + i * g
-    h = o * jnp.tanh(c)
+    f, i, o = edit("f", jax.nn.sigmoid(f)), edit("i", jax.nn.sigmoid(i)), edit("o", jax.nn.sigmoid(o))
+    g = edit("g", jnp.tanh(g))
+    c = edit("c", f * c + i * g)
+    h = edit("h", o * jnp.tanh(c))
     return (h, c), {"h": h, "c": c, "f": f, "i": i, "o": o, "g": g}
 
 
-def _gru_step(params: Params, carry: Carry, x_proj: jax.Array) -> tuple[Carry, States]:
+def _gru_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
+    edit = edit or _no_edit
     (h,) = carry
     H = h.shape[-1]
     U = params["U"]
     xz, xr, xh = jnp.split(x_proj, 3, axis=-1)
     zr = h @ U[:, : 2 * H]
-    z = jax.nn.sigmoid(xz + zr[..., :H])
-    r = jax.nn.sigmoid(xr + zr[..., H:])
-    # SPEC.md: the reset gate multiplies h_{t-1} *before* the matrix product (not PyTorch's convention).
-    h_hat = jnp.tanh(xh + (r * h) @ U[:, 2 * H :])
-    h = (1.0 - z) * h + z * h_hat
+    z = edit("z", jax.nn.sigmoid(xz + zr[..., :H]))
+    r = edit("r", jax.nn.sigmoid(xr + zr[..., H:]))
+    # The reset gate multiplies h_{t-1} *before* the matrix product (not PyTorch's convention).
+    h_hat = edit("h_hat", jnp.tanh(xh + (r * h) @ U[:, 2 * H :]))
+    h = edit("h", (1.0 - z) * h + z * h_hat)
     return (h,), {"h": h, "z": z, "r": r, "h_hat": h_hat}
 
 
@@ -133,6 +162,8 @@ def scan(
     carry: Carry,
     outputs: tuple[str, ...] = ("h",),
     unroll: int = 1,
+    edit: Optional[Callable[[str, jax.Array, Any], jax.Array]] = None,
+    edit_inputs: Any = None,
 ) -> tuple[Carry, States]:
     """Runs `cell` over time with `jax.lax.scan`.
 
@@ -143,36 +174,40 @@ def scan(
       carry: the state before step 1, each (*batch, H).
       outputs: which per-step states to stack over time (see `Cell.state_names`).
       unroll: time steps per loop iteration (a speed knob; results are identical).
+      edit: optional ``edit(name, value, edit_input_t) -> value`` applied inside every step (see `Edit`).
+      edit_inputs: optional pytree of per-step inputs for `edit`, each with leading axis T.
 
     Returns:
       The final carry and a dict of the requested states, each (T, *batch, H).
     """
 
-    def body(carry, x_t):
-        carry, states = cell.step(params, carry, x_t)
+    def body(carry, xs):
+        x_t, e_t = xs
+        step_edit = None if edit is None else (lambda name, value: edit(name, value, e_t))
+        carry, states = cell.step(params, carry, x_t, step_edit)
         return carry, {name: states[name] for name in outputs}
 
-    return jax.lax.scan(body, carry, x_proj, unroll=unroll)
+    return jax.lax.scan(body, carry, (x_proj, edit_inputs), unroll=unroll)
 
 
-# --- SPEC.md names <-> fused storage -------------------------------------------------------------------------
+# --- equation names <-> fused storage -------------------------------------------------------------------------
 
 
 def spec_names(kind: str) -> tuple[str, ...]:
-    """Weight names SPEC.md uses for `kind`, e.g. ("W", "U", "b") for rnn, ("W_f", "U_f", "b_f", ...) for lstm."""
+    """Weight names the equations use for `kind`, e.g. ("W", "U", "b") for rnn, ("W_f", "U_f", "b_f", ...) for lstm."""
     cell = get(kind)
     return tuple(f"{m}_{g}" if g else m for g in cell.gates for m in ("W", "U", "b"))
 
 
 def from_spec(kind: str, weights: Mapping[str, Any]) -> Params:
-    """Fused parameters from SPEC.md-named weights: W_* (H, d), U_* (H, H), b_* (H,)."""
+    """Fused parameters from weights named as in the equations: W_* (H, d), U_* (H, H), b_* (H,)."""
     cell = get(kind)
     missing = [n for n in spec_names(kind) if n not in weights]
     if missing:
-        raise ValueError(f"{kind} weights are missing {', '.join(missing)} (SPEC.md names: {', '.join(spec_names(kind))})")
+        raise ValueError(f"{kind} weights are missing {', '.join(missing)} (expected: {', '.join(spec_names(kind))})")
     suffix = [f"_{g}" if g else "" for g in cell.gates]
 
-    def floating(name):  # integer weights (as in SPEC.md's examples) compute in float32, float64 stays float64
+    def floating(name):  # integer weights (as in hand-worked examples) compute in float32, float64 stays float64
         a = jnp.asarray(weights[name])
         return a.astype(jnp.promote_types(a.dtype, jnp.float32))
 
@@ -186,7 +221,7 @@ def from_spec(kind: str, weights: Mapping[str, Any]) -> Params:
 
 
 def to_spec(kind: str, params: Params) -> dict[str, np.ndarray]:
-    """SPEC.md-named weights (W_* (H, d), U_* (H, H), b_* (H,)) from fused parameters."""
+    """Weights named as in the equations (W_* (H, d), U_* (H, H), b_* (H,)) from fused parameters."""
     cell = get(kind)
     H = params["U"].shape[0]
     out = {}
@@ -200,11 +235,11 @@ def to_spec(kind: str, params: Params) -> dict[str, np.ndarray]:
 
 
 def run(kind: str, weights: Mapping[str, Any], xs: Any, h0: Any = None) -> jax.Array:
-    """Runs a cell over a sequence, with weights named as in SPEC.md. For learning and checking by hand.
+    """Runs a cell over a sequence, with weights named as in the equations. For learning and checking by hand.
 
     Args:
       kind: "rnn", "lstm" or "gru".
-      weights: arrays named as in SPEC.md: rnn ``W, U, b``; lstm ``W_f, U_f, b_f, W_i, U_i, b_i, W_o, U_o,
+      weights: arrays named as in the equations: rnn ``W, U, b``; lstm ``W_f, U_f, b_f, W_i, U_i, b_i, W_o, U_o,
         b_o, W_c, U_c, b_c``; gru ``W_z, U_z, b_z, W_r, U_r, b_r, W_h, U_h, b_h``. W_* is (H, d), U_* is
         (H, H), b_* is (H,).
       xs: inputs x_1..x_T, shape (T, d) or (T, B, d).

@@ -150,6 +150,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the user's files follow the user's umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -167,6 +168,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def resolve(path: Union[str, Path]) -> Path:

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, also in logs
 
 EXAMPLES = """
 \b
@@ -69,7 +69,7 @@ def main():
 
 @main.command(epilog=EXAMPLES)
 @click.argument("corpus", required=False, type=click.Path(path_type=Path))
-@click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell (SPEC.md equations).")
+@click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell (equations in charrnn/cells.py).")
 @click.option("--hidden-size", type=int, default=256, show_default=True, help="Units per layer.")
 @click.option("--num-layers", type=int, default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--embedding-size", type=int, default=64, show_default=True, help="Character embedding size.")
@@ -334,6 +334,167 @@ def _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_sample
             err.print(f"[dim]── sample {i} of {num_samples} ──[/]")
         out.write(prime_bytes + b"".join(pieces) + b"\n")
     out.flush()
+
+
+# --- inspect-cells -----------------------------------------------------------------------------------------
+
+
+@main.command("inspect-cells", epilog="""
+\b
+Examples:
+  charrnn inspect-cells runs/synthetic_prose                       # the run's own validation text
+  charrnn inspect-cells runs/c-code kernel.c --feature 'in_parens=\\([^)]*\\)' --top 5
+  charrnn inspect-cells runs/synthetic_prose --json > cells.json
+  charrnn inspect-cells runs/synthetic_prose --html report.html --gradients
+""")
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
+@click.argument("text_path", metavar="[TEXT]", required=False, type=click.Path(path_type=Path))
+@click.option("--feature", "feature_specs", multiple=True, metavar="NAME=REGEX", help="Add a feature: on inside every match of REGEX. Repeatable.")
+@click.option("--top", type=int, default=3, show_default=True, help="Units reported per feature.")
+@click.option("--max-chars", type=int, default=50_000, show_default=True, help="Inspect at most this many characters of TEXT.")
+@click.option("--ablation-chars", type=int, default=20_000, show_default=True, help="Characters used to measure what clamping a unit costs (0: skip).")
+@click.option("--gradients", is_flag=True, help="Also measure |d loss_T / d h_(T-k)| for k = 0..100 (vanishing gradients).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (schema in the README).")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML report to this file.")
+def inspect_cells(checkpoint_path, text_path, feature_specs, top, max_chars, ablation_chars, gradients, as_json, html_path):
+    """Find the hidden units of a CHECKPOINT that track something nameable in TEXT (default: the run's
+    validation split): quotes, brackets, line position, comments, ... Each finding comes with its score,
+    its support, and what clamping the unit does to the loss."""
+    errors = _user_errors()
+    try:
+        _inspect_cells(checkpoint_path, text_path, feature_specs, top, max_chars, ablation_chars, gradients,
+                       as_json, html_path)
+    except errors as e:
+        abort(str(e))
+
+
+def _inspect_cells(checkpoint_path, text_path, feature_specs, top, max_chars, ablation_chars, gradients, as_json,
+                   html_path):
+    import json
+
+    from . import checkpoint, data, features as feats, inspection
+    from .config import ConfigError
+
+    for name, value in (("top", top), ("max-chars", max_chars)):
+        if value < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
+    if ablation_chars < 0:
+        raise ConfigError(f"--ablation-chars must be >= 0, got {ablation_chars}")
+    try:
+        custom = [feats.parse_feature_spec(spec) for spec in feature_specs]
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    ckpt = checkpoint.load(checkpoint_path)
+    text, source = _inspection_text(ckpt, text_path)
+    if not text:
+        raise data.CorpusError(f"{source['path']}: the text is empty; give a text with something in it")
+    if len(text) > max_chars:
+        source["truncated_from"] = len(text)
+        text = text[:max_chars]
+    features = feats.builtin_features(text) + [feats.regex_feature(n, r, text) for n, r in custom]
+    params = checkpoint.load_params(ckpt)
+    if not as_json:
+        err.print(f"Inspecting {ckpt.model.num_layers}×{ckpt.model.hidden_size} {ckpt.model.cell.upper()} on "
+                  f"{len(text):,} characters of {escape(source['source'])} ...")
+    try:
+        report = inspection.inspect(params, ckpt.model, ckpt.vocab, text, features, checkpoint=str(checkpoint.resolve(checkpoint_path)),
+                                    source=source, top=top, ablation_chars=ablation_chars, gradients=gradients)
+    except ValueError as e:
+        raise data.CorpusError(f"{source['path']}: {e}") from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    else:
+        _render_inspection(report)
+    if html_path is not None:
+        from . import html
+
+        checkpoint.write_bytes_atomic(Path(html_path), html.inspection_page(report).encode("utf-8"))
+        err.print(f"HTML report: {escape(str(html_path))}")
+
+
+def _inspection_text(ckpt, text_path):
+    """The text to inspect and where it came from: TEXT, or the checkpoint's validation split."""
+    from . import data
+
+    corpus = ckpt.corpus
+    if text_path is None:
+        path = Path(corpus.path)
+        if not path.is_file():
+            raise data.CorpusError(f"the corpus this model was trained on, {path}, is gone; give TEXT to inspect")
+        text, digest = data.read_text(path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
+        if digest != corpus.sha256:
+            err.print(f"[yellow]warning:[/] {escape(str(path))} has changed since training; its validation split "
+                      f"may now hold other text")
+        lo, hi = ckpt.splits.val
+        text = text[lo:hi]
+        source = {"path": str(path), "source": f"the validation split of {path}"}
+    else:
+        text, _ = data.read_text(text_path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
+        source = {"path": str(text_path), "source": str(text_path)}
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")  # byte-level model: one character per byte
+    return text, source
+
+
+def _activation_style(value: float, state: str) -> str:
+    """Background colour for an activation, as in the paper's figures: blue negative, white 0, red positive.
+    Gates (in [0, 1]) are centred on 0.5; the LSTM cell state is shown as tanh(c)."""
+    import math
+
+    v = 2.0 * value - 1.0 if state in "ifozr" else math.tanh(value) if state == "c" else value
+    v = max(-1.0, min(1.0, v))
+    fade = lambda c: int(255 - (255 - c) * abs(v))
+    r, g, b = (fade(214), fade(39), fade(40)) if v > 0 else (fade(31), fade(119), fade(180))
+    return f"black on #{r:02x}{g:02x}{b:02x}"
+
+
+def _render_inspection(report) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Console(highlight=False)
+    d = report.to_dict()
+    out.print(f"[bold]{escape(report.text['source'])}[/]: {report.text['chars']:,} characters, "
+              f"loss {report.loss_nats:.4f} nats/char ({d['loss_bpc']:.3f} bpc)"
+              + (f"; skipped {report.text['skipped_chars']:,} characters the model does not know"
+                 if report.text["skipped_chars"] else ""))
+    info = d["feature_info"]
+    for name, findings in d["features"].items():
+        table = Table(title=f"{name} — {info[name]['description']}", title_justify="left", show_edge=False)
+        for column in ("layer", "state", "unit", "metric", "score", "support", "Δloss on / off", "ablation"):
+            table.add_column(column, justify="right" if column not in ("state", "metric", "ablation") else "left")
+        for f in findings:
+            ablation = f["ablation"]
+            delta = "—" if ablation is None else f"{ablation['delta_nats_on']:+.3f} / {ablation['delta_nats_off']:+.3f}"
+            table.add_row(str(f["layer"]), f["state"], str(f["unit"]), f["metric"], f"{f['score']:.3f} {f['direction']}",
+                          f"{f['support']:,}", delta, "—" if ablation is None else ablation["verdict"])
+        out.print()
+        out.print(table)
+        excerpt = d["excerpts"].get(name)
+        if excerpt:
+            for f, activations in zip(findings, excerpt["units"]):
+                line = Text(f"  L{f['layer']} {f['state']}[{f['unit']}] ", style="dim")
+                for ch, a in zip(excerpt["text"], activations):
+                    line.append("↵" if ch == "\n" else ("→" if ch == "\t" else ch), style=_activation_style(a, f["state"]))
+                out.print(line)
+    for name, reason in d["unscored"].items():
+        out.print(f"[dim]{escape(name)}: not scored — {escape(reason)}[/]")
+    if d["saturation"]:
+        table = Table(title="gate saturation (fraction of time < 0.1 / > 0.9, mean over units)", title_justify="left",
+                      show_edge=False)
+        for column in ("layer", "gate", "left-saturated", "right-saturated"):
+            table.add_column(column, justify="right")
+        for layer, gates in d["saturation"].items():
+            for gate, v in gates.items():
+                table.add_row(layer, gate, f"{v['mean_left']:.3f}", f"{v['mean_right']:.3f}")
+        out.print()
+        out.print(table)
+    if d["gradients"]:
+        out.print()
+        out.print("[bold]gradient reach[/]: mean |d loss_T / d h_(T−k)|, relative to k = 0")
+        for layer, norms in enumerate(d["gradients"]["norm_by_layer"]):
+            cells = "  ".join(f"k={k}: {norms[k] / norms[0]:.2e}" for k in (1, 5, 10, 25, 50, 100) if k < len(norms))
+            out.print(f"  layer {layer}: {cells}")
 
 
 if __name__ == "__main__":

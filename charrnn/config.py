@@ -19,7 +19,7 @@ class ModelConfig:
     """The architecture: embedding -> `num_layers` stacked cells -> linear head over the vocabulary."""
 
     vocab_size: int
-    cell: str = "lstm"  # rnn, lstm or gru (SPEC.md)
+    cell: str = "lstm"  # rnn, lstm or gru (equations in cells.py)
     hidden_size: int = 256  # H, units per layer; 2x256 LSTM learns 1 MB of text in minutes on a laptop CPU
     num_layers: int = 2  # depth helps more than width at this size (Karpathy et al. 2015, table 1)
     embedding_size: int = 64  # characters are few; 64 dims is plenty and cheap

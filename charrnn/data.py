@@ -3,7 +3,7 @@
 Text is read as UTF-8 by default: a leading BOM is dropped and ``\\r\\n`` and lone ``\\r`` become ``\\n`` unless
 `keep_newlines`. With `byte_level` the corpus is raw bytes and the vocabulary is all 256 byte values.
 
-The training split is cut into B contiguous streams (SPEC.md); step j of an epoch reads window j, i.e.
+The training split is cut into B contiguous streams; step j of an epoch reads window j, i.e.
 columns ``[j*T, (j+1)*T)`` of every stream. What does not fill a whole window at the end of each stream (fewer
 than T characters per stream) is the documented tail that an epoch skips.
 """

@@ -1,4 +1,4 @@
-"""The character language model of SPEC.md: embedding -> stacked recurrent layers -> linear head.
+"""The character language model: embedding -> stacked recurrent layers -> linear head.
 
     e_t = E[char_t]                     (a gather, not a one-hot matmul)
     h_t = stacked cells over e_1..e_t   (dropout between layers and before the head, training only)
@@ -14,7 +14,8 @@ everything runs time-major, because `lax.scan` walks the leading axis.
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,6 +67,8 @@ def run_layers(
     *,
     dropout_key: Optional[jax.Array] = None,
     outputs: tuple[str, ...] = ("h",),
+    edit: Optional[Callable] = None,
+    edit_inputs: Optional[list] = None,
 ) -> tuple[Carry, list[cells.States]]:
     """Runs the embedding and every recurrent layer over time-major tokens.
 
@@ -74,6 +77,9 @@ def run_layers(
       carry: the state before the first step (see `initial_carry`).
       dropout_key: a PRNG key turns dropout on (training); None turns it off (evaluation, sampling).
       outputs: which per-step states each layer reports (see `cells.Cell.state_names`); "h" is always included.
+      edit: optional ``edit(layer, name, value, edit_input_t) -> value`` applied inside every step of every
+        layer (see `cells.Edit`): inspection clamps units and probes gradients with it.
+      edit_inputs: optional per-layer list of per-step inputs for `edit`, each with leading axis T.
 
     Returns:
       The final carry and, per layer, a dict of states each (T, B, H). The last layer's "h" is *after* the
@@ -87,14 +93,21 @@ def run_layers(
         keys = list(jax.random.split(dropout_key, config.num_layers + 1))
     new_carry, layer_states = [], []
     for layer, layer_params in enumerate(params["layers"]):
-        if layer > 0:  # SPEC.md: dropout between layers, never on the recurrent path
+        if layer > 0:  # dropout between layers, never on the recurrent path
             x = _dropout(keys[layer], config.dropout, x)
-        c, states = cells.scan(cell, layer_params, cell.project_inputs(layer_params, x), carry[layer], outputs)
+        layer_edit = None if edit is None else functools.partial(edit, layer)
+        c, states = cells.scan(cell, layer_params, cell.project_inputs(layer_params, x), carry[layer], outputs,
+                               edit=layer_edit, edit_inputs=None if edit_inputs is None else edit_inputs[layer])
         new_carry.append(c)
         layer_states.append(states)
         x = states["h"]
     layer_states[-1] = {**layer_states[-1], "h": _dropout(keys[-1], config.dropout, x)}
     return new_carry, layer_states
+
+
+def head(params: Params, h: jax.Array) -> jax.Array:
+    """Next-character logits from the last layer's hidden states: (..., H) -> (..., vocab)."""
+    return h @ params["head"]["W"] + params["head"]["b"]
 
 
 def forward(
@@ -116,8 +129,7 @@ def forward(
       logits (B, T, vocab) — position t predicts token t+1 — and the carry after the last character.
     """
     carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key)
-    h = states[-1]["h"]  # (T, B, H)
-    logits = h @ params["head"]["W"] + params["head"]["b"]  # (T, B, V)
+    logits = head(params, states[-1]["h"])  # (T, B, V)
     return jnp.swapaxes(logits, 0, 1), carry
 
 
@@ -133,7 +145,7 @@ def step(params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry) -
         c, states = cell.step(layer_params, layer_carry, cell.project_inputs(layer_params, x))
         new_carry.append(c)
         x = states["h"]
-    return x @ params["head"]["W"] + params["head"]["b"], new_carry
+    return head(params, x), new_carry
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:

@@ -1,9 +1,11 @@
 """Generation: temperature and top-k sampling in one jitted `lax.scan`, streamed in chunks.
 
-    p = softmax(logits / temperature)     temperature 0 means argmax (SPEC.md)
+    p = softmax(logits / temperature)     temperature 0 means argmax
 
-A primed sample first runs the prime text through the model to set the state. Without a prime, generation
-starts as if right after a newline (or the first symbol of a vocabulary without one), which is not printed.
+Generation starts as if right after a newline (or the first symbol of a vocabulary without one), which is
+not printed; a prime follows that newline, so it reads as the start of a line. Why: training resets the state
+to zero only at the start of each pass, where the streams mostly begin mid-text, so a model may handle, say,
+a capital letter fed straight into the zero state badly, while "zero state, newline" is a context it knows.
 
 The random key of the character at position t of a sample is ``fold_in(key(seed), t)``, so the same seed gives
 the same text whatever the chunk size, and the samples of a batch differ because each draws its own
@@ -85,7 +87,7 @@ def prime_state(params, config: ModelConfig, prime_ids):
 
 
 def start_token(vocab: Vocabulary) -> int:
-    """The token a sample without a prime starts after: a newline where the vocabulary has one."""
+    """The token every sample starts after (before any prime): a newline where the vocabulary has one."""
     for symbol in ("\n", " "):
         if symbol in vocab.symbols:
             return vocab.symbols.index(symbol)
@@ -127,7 +129,7 @@ def stream(
     """
     check_options(length, temperature, top_k, num_samples)
     try:
-        prime_ids = vocab.encode(prime) if prime else np.array([start_token(vocab)], np.int32)
+        prime_ids = np.r_[np.int32(start_token(vocab)), vocab.encode(prime) if prime else np.zeros(0, np.int32)]
     except ValueError as e:
         raise SampleError(f"the prime has {e}") from None
     carry = prime_state(params, config, jnp.asarray(prime_ids))

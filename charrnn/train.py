@@ -402,9 +402,9 @@ def train(
     finished = Finished(step, reason, best, best_path, latest_path, time.perf_counter() - t_start)
     callback(finished)
     if reason == "diverged":
+        kept = f"the last good checkpoint is {latest_path}" if latest_path.exists() else "no checkpoint was written"
         raise TrainingDiverged(
             f"training stopped at step {step}: {max_bad_steps} consecutive steps had a non-finite loss or gradient "
-            f"(learning rate {float(schedule(step)):.3g}); the last good checkpoint is {latest_path}; "
-            f"try a lower --learning-rate"
+            f"(learning rate {float(schedule(step)):.3g}); {kept}; try a lower --learning-rate"
         )
     return finished

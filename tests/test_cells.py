@@ -1,4 +1,4 @@
-"""The cells compute exactly SPEC.md's equations: its worked examples, and a plain NumPy loop."""
+"""The cells compute exactly the equations of charrnn/cells.py: hand-worked examples, and a plain NumPy loop."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# --- SPEC.md worked examples, through the learner's API -------------------------------------------------------
+# --- hand-worked examples, through the learner's API -------------------------------------------------------
 
 LSTM_EXAMPLE = {
     "W_f": [[1, -2, 5], [5, 5, 0]], "W_i": [[0, 2, 5], [3, -4, 1]],
@@ -77,11 +77,11 @@ def test_gru_worked_example_two_steps():
     np.testing.assert_allclose(np.asarray(states["h_hat"]), hh1, rtol=1e-6)
 
 
-# --- every cell against a plain NumPy loop over SPEC.md -------------------------------------------------------
+# --- every cell against a plain NumPy loop over the equations -------------------------------------------------------
 
 
 def numpy_reference(kind, w, xs, h0, c0=None):
-    """SPEC.md's equations, one step at a time, float64. xs (T, B, d) -> hs (T, B, H)."""
+    """The equations, one step at a time, float64. xs (T, B, d) -> hs (T, B, H)."""
     h = h0.copy()
     c = np.zeros_like(h0) if c0 is None else c0.copy()
     hs = []

@@ -40,7 +40,7 @@ def test_temperature_zero_is_greedy_decoding(params):
     assert draw(params, temperature=0.0, prime="ab", seed=99)[0] == got
     # Reference: the model one step at a time, argmax in NumPy.
     carry = model.initial_carry(CONFIG, 1)
-    for token in VOCAB.encode("ab"):
+    for token in VOCAB.encode("\nab"):
         logits, carry = model.step(params, CONFIG, jnp.array([token]), carry)
     want = []
     for _ in range(60):
@@ -72,10 +72,11 @@ def test_top_k_renormalises_over_the_k_likeliest():
     np.testing.assert_allclose(freq, [0, 0.5 / 0.75, 0, 0.25 / 0.75], atol=0.01)
 
 
-def test_prime_sets_the_state(params):
-    # The first generated character follows the prime: at temperature 0 it is the argmax after the prime.
+def test_prime_sets_the_state_after_a_newline(params):
+    # The first generated character follows newline + prime: at temperature 0, the argmax after them.
     prime = "cafe"
-    logits, _ = model.forward(params, CONFIG, jnp.asarray(VOCAB.encode(prime))[None], model.initial_carry(CONFIG, 1))
+    context = jnp.asarray(VOCAB.encode("\n" + prime))[None]
+    logits, _ = model.forward(params, CONFIG, context, model.initial_carry(CONFIG, 1))
     first = draw(params, prime=prime, temperature=0.0, length=1)[0]
     assert first == VOCAB.symbols[int(np.argmax(np.asarray(logits[0, -1])))]
 

@@ -18,7 +18,7 @@ def random_streams(B, L, vocab=6, seed=0):
 
 
 def test_windows_carry_state_and_reset_it_each_epoch():
-    """With a zero learning rate the step's losses must equal a plain loop over SPEC.md's truncated BPTT:
+    """With a zero learning rate the step's losses must equal a plain loop over truncated BPTT:
     window j of every stream, state carried from window j-1, zero state at the start of each epoch."""
     B, T, windows = 2, 4, 3
     inputs, targets = random_streams(B, T * windows)
