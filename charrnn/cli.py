@@ -100,33 +100,51 @@ def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, **opt
 
     Shows progress on stderr, validates on the whole validation split every --eval-every steps and keeps
     two checkpoints in --out: best.safetensors (lowest validation loss) and latest.safetensors. Ctrl-C saves
-    a checkpoint and stops.
+    a checkpoint and stops. With --resume, the run continues with its own saved settings; only the stopping
+    and logging options (--max-epochs, --max-steps, --max-time, --eval-every, --log-every) may change.
     """
     errors = _user_errors()
+    ctx = click.get_current_context()
+    given = {name for name in options if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT")}
     try:
-        _train(corpus, out, resume, force, encoding, keep_newlines, byte_level, options)
+        _train(corpus, out, resume, force, encoding, keep_newlines, byte_level, options, given)
     except errors as e:
         abort(str(e))
 
 
-def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options):
-    from . import checkpoint, data, train as training
-    from .config import ModelConfig, TrainConfig
+MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "eval_every", "log_every")
 
-    model_keys = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+
+def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given):
+    import dataclasses
+
+    from . import checkpoint, data, train as training
+    from .config import ConfigError, ModelConfig, TrainConfig
+
     resume = None
     if resume_path is not None:
         resume_path = Path(resume_path)
         resume = checkpoint.load(resume_path / checkpoint.LATEST if resume_path.is_dir() else resume_path)
         if corpus_path is None:
             corpus_path = Path(resume.corpus.path)
-            encoding, keep_newlines, byte_level = resume.corpus.encoding, resume.corpus.keep_newlines, resume.corpus.byte_level
+        encoding, keep_newlines, byte_level = resume.corpus.encoding, resume.corpus.keep_newlines, resume.corpus.byte_level
         out = out or (resume_path if resume_path.is_dir() else resume_path.parent)
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level)
-    model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in model_keys})
-    config = TrainConfig(**options)
-    if resume is not None:
-        _check_resumable(resume, corpus, model_config)
+    if resume is None:
+        model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in MODEL_OPTIONS})
+        config = TrainConfig(**options)
+    else:
+        corpus = _resumable_corpus(resume, corpus, force)
+        model_config, config = resume.model, resume.train
+        saved = {**model_config.to_dict(), **config.to_dict()}
+        for name in sorted(given):
+            if name not in RESUME_MAY_CHANGE and options[name] != saved.get(name):
+                raise ConfigError(
+                    f"--resume: the checkpoint has --{name.replace('_', '-')} {saved.get(name)}, this run asks for "
+                    f"{options[name]}; only {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)} "
+                    f"may change when resuming; drop the option or start a new run")
+        config = dataclasses.replace(config, **{k: options[k] for k in RESUME_MAY_CHANGE if k in given})
     out = _choose_out_dir(out, Path(corpus.info.path), force or resume is not None)
 
     err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
@@ -140,39 +158,53 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
     _report_finish(finished, corpus, model_config)
 
 
-def _check_resumable(resume, corpus, model_config) -> None:
-    from .data import CorpusError
+def _resumable_corpus(resume, corpus, force):
+    """The corpus encoded with the checkpoint's vocabulary, after checking it is the text the run trained on."""
+    import dataclasses
 
-    if resume.corpus.sha256 != corpus.info.sha256:
+    from .data import CorpusError, UnknownCharactersError
+
+    if resume.corpus.sha256 != corpus.info.sha256 and not force:
         raise CorpusError(f"{corpus.info.path} has changed since the checkpoint was written (its SHA-256 differs); "
-                          f"train a new run instead of --resume")
-    saved = resume.model.to_dict()
-    for key, value in model_config.to_dict().items():
-        if saved.get(key) != value:
-            raise CorpusError(f"--resume: the checkpoint has {key.replace('_', '-')} {saved.get(key)}, "
-                              f"this run asks for {value}; drop the option or start a new run")
+                          f"start a new run, or pass --force to resume on the changed text")
+    if corpus.vocab == resume.vocab:
+        return corpus
+    try:
+        ids = resume.vocab.encode(corpus.vocab.decode(corpus.ids))
+    except UnknownCharactersError as e:
+        raise CorpusError(f"{corpus.info.path} now has {e}; start a new run") from None
+    return dataclasses.replace(corpus, ids=ids, vocab=resume.vocab)
 
 
 def _choose_out_dir(out: Optional[Path], corpus_path: Path, overwrite: bool) -> Path:
+    """The checkpoint directory: --out if given (refusing to overwrite another run's checkpoints unless asked),
+    else runs/<corpus name>, numbered -2, -3, ... if taken. Checked for writing before any training."""
+    import tempfile
+
     from . import checkpoint
-    from .data import CorpusError
+    from .config import ConfigError
 
     def taken(d: Path) -> bool:
         return any((d / name).exists() for name in (checkpoint.BEST, checkpoint.LATEST))
 
     if out is not None:
         if out.exists() and not out.is_dir():
-            raise CorpusError(f"--out {out} is a file; give a directory")
+            raise ConfigError(f"--out {out} is a file; give a directory")
         if taken(out) and not overwrite:
-            raise CorpusError(f"{out} already holds checkpoints; pass --resume {out} to continue that run, "
+            raise ConfigError(f"{out} already holds checkpoints; pass --resume {out} to continue that run, "
                               f"--force to overwrite it, or another --out")
-        return out
-    base = Path("runs") / (corpus_path.stem or "corpus")
-    candidate, n = base, 1
-    while taken(candidate):
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+    else:
+        base = Path("runs") / (corpus_path.stem or "corpus")
+        out, n = base, 1
+        while taken(out):
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write checkpoints to {out} ({e.strerror}); choose another --out") from None
+    return out
 
 
 class _StopFlag:

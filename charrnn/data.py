@@ -298,15 +298,16 @@ def streams(ids: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eval_streams(ids: np.ndarray, batch_size: int, seq_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every target of `ids` exactly once, laid out as B streams padded to a whole number of windows.
+    """Every target of `ids` exactly once, laid out as at most `batch_size` contiguous streams of equal
+    length, padded to a whole number of windows.
 
     Returns:
-      inputs, targets and a 0/1 float mask, each (B, L) with L a multiple of `seq_length`; the mask is 1 on
-      the N - 1 real targets and 0 on padding. Each stream starts from the zero state.
+      inputs, targets and a 0/1 float mask, each (B, L) with B <= batch_size and L a multiple of `seq_length`;
+      the mask is 1 on the N - 1 real targets and 0 on padding. Each stream starts from the zero state.
     """
     n = len(ids) - 1
-    batch_size = max(1, min(batch_size, n))
-    per_stream = math.ceil(n / batch_size)
+    per_stream = math.ceil(n / max(1, min(batch_size, n)))
+    batch_size = math.ceil(n / per_stream)  # e.g. 11 targets in streams of 3 need 4 streams, not 5
     length = math.ceil(per_stream / seq_length) * seq_length
     inputs = np.zeros((batch_size, length), np.int32)
     targets = np.zeros((batch_size, length), np.int32)

@@ -358,9 +358,14 @@ def train(
         info = {"best_val_nats": best, "val_nats": val_nats, "epoch": step / layout.steps_per_epoch}
         ckpt = _checkpoint(state, corpus, splits, model_config, config, layout, info, history)
         blob = checkpoint.to_bytes(ckpt)
-        checkpoint.write_bytes_atomic(latest_path, blob)
-        if is_best:
-            checkpoint.write_bytes_atomic(best_path, blob)
+        for path in (latest_path, best_path) if is_best else (latest_path,):
+            try:
+                checkpoint.write_bytes_atomic(path, blob)
+            except OSError as e:
+                kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+                raise checkpoint.CheckpointError(
+                    f"could not write the checkpoint at step {step} to {path} ({e.strerror or e}); {kept}; "
+                    f"free some space or choose another --out, then --resume") from None
         last_eval_step = step
         callback(Evaluated(step, val_nats, best, is_best, time.perf_counter() - te, latest_path))
 

@@ -162,3 +162,69 @@ def test_eval_streams_cover_every_target_exactly_once():
             kept = row[row_mask]
             np.testing.assert_array_equal(kept, np.arange(kept[0], kept[0] + len(kept)) if len(kept) else kept)
             assert row_mask.tolist() == sorted(row_mask.tolist(), reverse=True)
+
+
+# --- properties, for any text and any layout ---------------------------------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@given(st.text(min_size=1))
+def test_any_unicode_text_round_trips(text):
+    vocab = Vocabulary.from_text(text)
+    ids = vocab.encode(text)
+    assert len(ids) == len(text) and ids.max() < len(vocab)
+    assert vocab.decode(ids) == text
+    assert Vocabulary.from_json(vocab.to_json()).decode(ids) == text
+
+
+@given(st.text(alphabet=st.sampled_from("ab\r\n\ufeffé"), min_size=1))
+def test_newline_normalisation_leaves_no_carriage_return(text):
+    out = data.normalize_text(text)
+    assert "\r" not in out
+    assert out.count("\n") == text.count("\n") + text.count("\r") - text.count("\r\n")
+    kept = data.normalize_text(text, keep_newlines=True)
+    assert kept == (text[1:] if text.startswith("\ufeff") else text)
+
+
+@given(n=st.integers(2, 400), batch=st.integers(1, 40))
+def test_streams_never_drop_or_duplicate_beyond_the_documented_tail(n, batch):
+    ids = np.arange(n)
+    batch = min(batch, n - 1)
+    inputs, targets = data.streams(ids, batch)
+    length = (n - 1) // batch
+    # Stream b is the contiguous run [b*L, (b+1)*L); together they are the corpus up to a tail of < batch + 1.
+    np.testing.assert_array_equal(inputs.reshape(-1), ids[: batch * length])
+    np.testing.assert_array_equal(targets, inputs + 1)
+    assert n - 1 - batch * length < batch
+
+
+@given(n=st.integers(2, 400), batch=st.integers(1, 40), window=st.integers(1, 60))
+def test_windows_line_up_with_the_streams(n, batch, window):
+    batch, window, _ = data.fit_window(n, batch, window)
+    inputs, targets = data.streams(np.arange(n), batch)
+    steps = inputs.shape[1] // window
+    assert steps >= 1 and inputs.shape[1] - steps * window < window  # per stream, the skipped tail is < T
+    for b in range(batch):
+        # Window j + 1 of a stream starts exactly where window j ended, so the carried state belongs to it.
+        pieces = [inputs[b, j * window : (j + 1) * window] for j in range(steps)]
+        np.testing.assert_array_equal(np.concatenate(pieces), inputs[b, : steps * window])
+        for j in range(steps - 1):
+            assert pieces[j + 1][0] == pieces[j][-1] + 1
+
+
+@given(n=st.integers(2, 5000), batch=st.integers(1, 100), window=st.integers(1, 300))
+def test_fit_window_always_gives_a_window_within_the_request(n, batch, window):
+    B, T, warnings = data.fit_window(n, batch, window)
+    assert 1 <= B <= batch and 1 <= T <= window
+    assert B * T <= n - 1
+    assert bool(warnings) == ((B, T) != (batch, window))
+
+
+@given(n=st.integers(2, 600), batch=st.integers(1, 50), window=st.integers(1, 80))
+@settings(max_examples=60)
+def test_validation_layout_covers_every_target_once(n, batch, window):
+    inputs, targets, mask = data.eval_streams(np.arange(n), batch, window)
+    real = mask > 0
+    assert sorted(inputs[real].tolist()) == list(range(n - 1))
+    np.testing.assert_array_equal(targets[real], inputs[real] + 1)
