@@ -484,7 +484,8 @@ def _render_inspection(report) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    out = Console(highlight=False)
+    # Results go to stdout; piped into a file they keep full-width rows instead of wrapping at 80 columns.
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     d = report.to_dict()
     out.print(f"[bold]{escape(report.text['source'])}[/]: {report.text['chars']:,} characters, "
               f"loss {report.loss_nats:.4f} nats/char ({d['loss_bpc']:.3f} bpc)"

@@ -1,0 +1,195 @@
+"""Self-contained HTML pages: inline CSS and SVG, no scripts, nothing fetched from the network.
+
+Every piece of text that comes from a corpus, a file name or a user (feature names, regexes) goes through
+`esc`, so a corpus holding ``<script>`` renders as text.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Sequence
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .15em .6em; text-align: right; }
+th { border-bottom: 1px solid #999; } td.l, th.l { text-align: left; }
+.excerpt { font: 13px/1.7 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all;
+           border: 1px solid #ddd; padding: .4em; margin: .2em 0 .8em; }
+.excerpt span { border-radius: 2px; } .label { font: 12px ui-monospace, monospace; color: #555; }
+.note { color: #666; } svg text { font: 11px system-ui, sans-serif; fill: #333; }
+"""
+
+
+def esc(text) -> str:
+    """HTML-escaped text (quotes included, so it is safe inside attributes too)."""
+    return html.escape(str(text), quote=True)
+
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document around `body`."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence], left: Sequence[int] = (0,)) -> str:
+    """A table; columns whose index is in `left` are left-aligned. Cells are escaped."""
+    cls = lambda i: ' class="l"' if i in left else ""
+    head = "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def activation_colour(v: float) -> str:
+    """Blue for -1, white for 0, red for +1 (the paper's colouring); v is clipped to [-1, 1]."""
+    v = max(-1.0, min(1.0, v)) if math.isfinite(v) else 0.0
+    fade = lambda c: int(255 - (255 - c) * abs(v))
+    r, g, b = (fade(214), fade(39), fade(40)) if v > 0 else (fade(31), fade(119), fade(180))
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def coloured_text(text: str, values: Sequence[float], shown: Sequence[float]) -> str:
+    """Each character on a background coloured by `shown` (in [-1, 1]); `values` go in the tooltip."""
+    spans = []
+    for ch, v, s in zip(text, values, shown):
+        glyph = "↵\n" if ch == "\n" else "→" if ch == "\t" else ch
+        spans.append(f'<span style="background:{activation_colour(s)}" title="{v:.3f}">{esc(glyph)}</span>')
+    return f'<div class="excerpt">{"".join(spans)}</div>'
+
+
+def scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]], x_label: str, y_label: str,
+            title: str, size: int = 260) -> str:
+    """An SVG scatter of points in [0, 1] x [0, 1], one colour per series, with a legend."""
+    pad = 36
+    parts = [f'<svg width="{size + pad + 90}" height="{size + pad + 24}" role="img" aria-label="{esc(title)}">',
+             f'<text x="{pad}" y="12">{esc(title)}</text>',
+             f'<rect x="{pad}" y="18" width="{size}" height="{size}" fill="none" stroke="#999"/>']
+    for tick in (0, 0.5, 1):
+        x, y = pad + tick * size, 18 + size - tick * size
+        parts.append(f'<text x="{x - 6}" y="{size + 32}">{tick:g}</text><text x="{pad - 22}" y="{y + 4}">{tick:g}</text>')
+    parts.append(f'<text x="{pad + size / 2 - 50}" y="{size + 46}">{esc(x_label)}</text>')
+    parts.append(f'<text x="10" y="{18 + size / 2}" transform="rotate(-90 10 {18 + size / 2})">{esc(y_label)}</text>')
+    for k, (name, (xs, ys)) in enumerate(series.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        for x, y in zip(xs, ys):
+            parts.append(f'<circle cx="{pad + x * size:.1f}" cy="{18 + size - y * size:.1f}" r="2.2" '
+                         f'fill="{colour}" fill-opacity="0.55"/>')
+        parts.append(f'<circle cx="{pad + size + 16}" cy="{30 + 16 * k}" r="4" fill="{colour}"/>'
+                     f'<text x="{pad + size + 24}" y="{34 + 16 * k}">{esc(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def line_chart(series: dict[str, Sequence[float]], x_label: str, y_label: str, title: str, log_y: bool = False,
+               xs: Sequence[float] | None = None, width: int = 520, height: int = 240) -> str:
+    """An SVG line chart; `xs` defaults to 0, 1, 2, ...; non-finite (or, on a log axis, non-positive) points are
+    left out."""
+    pad_l, pad_b, pad_t = 56, 40, 20
+    transform = (lambda v: math.log10(v)) if log_y else (lambda v: v)
+    points = {name: [(x, transform(v)) for x, v in zip(xs if xs is not None else range(len(vals)), vals)
+                     if math.isfinite(v) and (v > 0 or not log_y)]
+              for name, vals in series.items()}
+    everything = [p for pts in points.values() for p in pts]
+    if not everything:
+        return f'<p class="note">{esc(title)}: nothing to draw.</p>'
+    x0, x1 = min(p[0] for p in everything), max(p[0] for p in everything)
+    y0, y1 = min(p[1] for p in everything), max(p[1] for p in everything)
+    x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - 100)
+    sy = lambda y: pad_t + (1 - (y - y0) / (y1 - y0)) * (height - pad_t - pad_b)
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{esc(title)}">',
+             f'<text x="{pad_l}" y="12">{esc(title)}</text>',
+             f'<rect x="{pad_l}" y="{pad_t}" width="{width - pad_l - 100}" height="{height - pad_t - pad_b}" '
+             f'fill="none" stroke="#999"/>']
+    for frac in (0, 0.5, 1):
+        yv = y0 + frac * (y1 - y0)
+        label = f"1e{yv:.1f}" if log_y else f"{yv:.3g}"
+        xv = x0 + frac * (x1 - x0)
+        parts.append(f'<text x="4" y="{sy(yv) + 4:.1f}">{label}</text>'
+                     f'<text x="{sx(xv) - 8:.1f}" y="{height - pad_b + 14}">{xv:.4g}</text>')
+    parts.append(f'<text x="{pad_l + 80}" y="{height - 8}">{esc(x_label)}</text>')
+    parts.append(f'<text x="12" y="{height / 2 + 30}" transform="rotate(-90 12 {height / 2 + 30})">{esc(y_label)}</text>')
+    for k, (name, pts) in enumerate(points.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        parts.append(f'<line x1="{width - 92}" x2="{width - 76}" y1="{pad_t + 10 + 16 * k}" y2="{pad_t + 10 + 16 * k}" '
+                     f'stroke="{colour}" stroke-width="2"/><text x="{width - 72}" y="{pad_t + 14 + 16 * k}">{esc(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+# --- inspect-cells -----------------------------------------------------------------------------------------------
+
+
+def shown_activation(value: float, state: str) -> float:
+    """An activation mapped to [-1, 1] for colouring: gates (0..1) centred on 0.5, the LSTM cell state as tanh(c)."""
+    if state in ("i", "f", "o", "z", "r"):
+        return 2.0 * value - 1.0
+    return math.tanh(value) if state == "c" else value
+
+
+def inspection_page(report) -> str:
+    """The inspect-cells report as one HTML page: summary, the scores table, coloured excerpts per unit,
+    gate saturation scatters per layer and, if measured, the gradient reach."""
+    d = report.to_dict()
+    m = d["model"]
+    text = d["text"]
+    out = [f"<h1>Hidden units of a {m['num_layers']}-layer {esc(m['cell'].upper())} ({m['hidden_size']} units)</h1>",
+           f'<p>Checkpoint <code>{esc(d["checkpoint"])}</code>; text: {esc(text.get("source", ""))}, '
+           f'{text["chars"]:,} characters'
+           + (f', {text["skipped_chars"]:,} skipped (not in the vocabulary)' if text["skipped_chars"] else "")
+           + f'; loss {d["loss_nats"]:.4f} nats/char ({d["loss_bpc"]:.3f} bpc).</p>',
+           '<p class="note">AUROC scores binary features (a unit low on the feature counts: direction −), |Spearman| '
+           "scores counts. Support: positions where the feature is on. Δloss: nats per character when the unit is "
+           "held at its mean, on the feature's characters / elsewhere. Layers count from 0 at the embedding.</p>"]
+    rows = []
+    for name, findings in d["features"].items():
+        for f in findings:
+            a = f["ablation"]
+            rows.append([name, f["layer"], f["state"], f["unit"], f["metric"], f"{f['score']:.3f}", f["direction"],
+                         f"{f['support']:,}", "—" if a is None else f"{a['delta_nats_on']:+.4f}",
+                         "—" if a is None else f"{a['delta_nats_off']:+.4f}", "—" if a is None else a["verdict"]])
+    out.append("<h2>Scores</h2>")
+    out.append(table(["feature", "layer", "state", "unit", "metric", "score", "dir", "support", "Δloss on",
+                      "Δloss off", "ablation"], rows, left=(0, 2, 4, 10)))
+    if d["unscored"]:
+        out.append("<p>Not scored: " + "; ".join(f"<b>{esc(n)}</b>: {esc(r)}" for n, r in d["unscored"].items()) + "</p>")
+    out.append("<h2>Excerpts</h2>")
+    for name, findings in d["features"].items():
+        excerpt = d["excerpts"].get(name)
+        if not excerpt:
+            continue
+        out.append(f"<h3>{esc(name)} <span class=\"note\">— {esc(d['feature_info'][name]['description'])}</span></h3>")
+        out.append('<div class="label">feature</div>' + coloured_text(excerpt["text"], excerpt["values"],
+                                                                      [float(v) for v in excerpt["values"]]
+                                                                      if d["feature_info"][name]["kind"] == "binary"
+                                                                      else _scaled(excerpt["values"])))
+        for f, values in zip(findings, excerpt["units"]):
+            out.append(f'<div class="label">layer {f["layer"]} {esc(f["state"])}[{f["unit"]}] — {f["metric"]} '
+                       f'{f["score"]:.3f} {f["direction"]}</div>')
+            out.append(coloured_text(excerpt["text"], values, [shown_activation(v, f["state"]) for v in values]))
+    if d["saturation"]:
+        out.append("<h2>Gate saturation</h2><p class=\"note\">Each dot is a unit: the fraction of positions its gate is "
+                   "below 0.1 (left-saturated) and above 0.9 (right-saturated), as in Karpathy, Johnson &amp; "
+                   "Fei-Fei (2015), figure 3. For the GRU, z near 1 overwrites and z near 0 keeps.</p>")
+        for layer, gates in d["saturation"].items():
+            series = {gate: (v["left"], v["right"]) for gate, v in gates.items()}
+            out.append(scatter(series, "left-saturated fraction", "right-saturated fraction", f"layer {layer}"))
+    if d["gradients"]:
+        g = d["gradients"]
+        series = {f"layer {layer}": [v / norms[0] if norms[0] else float("nan") for v in norms]
+                  for layer, norms in enumerate(g["norm_by_layer"])}
+        out.append("<h2>Gradient reach</h2>")
+        out.append(line_chart(series, "lag k (characters back)", "relative norm",
+                              "mean |d loss_T / d h_(T-k)| relative to k = 0", log_y=True, xs=g["lags"]))
+    return page("charrnn inspect-cells", "\n".join(out))
+
+
+def _scaled(values: Sequence[float]) -> list[float]:
+    top = max((abs(v) for v in values), default=0) or 1
+    return [v / top for v in values]
