@@ -202,6 +202,10 @@ def _read_metadata(data: bytes, path: Path) -> dict[str, str]:
         header = json.loads(data[8 : 8 + header_len])
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(not_ours) from None
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2] if isinstance(header, dict) else []
+    if ends and 8 + header_len + max(ends) > len(data):
+        raise CheckpointError(f"{path} is truncated (a torn or partial copy); use another checkpoint")
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(f"{not_ours} (a safetensors file from another program)" if isinstance(header, dict) else not_ours)

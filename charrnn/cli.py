@@ -16,7 +16,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line, also in logs
+# One message, one line, also in logs; no emoji codes, so a file named "notes:smile:.txt" prints as it is.
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 EXAMPLES = """
 \b
@@ -58,7 +59,25 @@ class Duration(click.ParamType):
         return float(match.group(1)) * self.units[match.group(2)]
 
 
-@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """Like click.Group, but a usage error is one line (with where to get help), like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "charrnn"
+            abort(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
+        except click.ClickException as e:
+            abort(e.format_message(), e.exit_code)
+        except click.Abort:
+            abort("aborted")
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_Group, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="charrnn")
 def main():
     """Character-level RNN, LSTM and GRU language models on JAX: train on any text, sample, look inside."""
@@ -129,7 +148,8 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
         if corpus_path is None:
             corpus_path = Path(resume.corpus.path)
         encoding, keep_newlines, byte_level = resume.corpus.encoding, resume.corpus.keep_newlines, resume.corpus.byte_level
-        out = out or (resume_path if resume_path.is_dir() else resume_path.parent)
+        resumed_dir = resume_path if resume_path.is_dir() else resume_path.parent
+        out = out or resumed_dir
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level)
     if resume is None:
         model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in MODEL_OPTIONS})
@@ -145,7 +165,10 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
                     f"{options[name]}; only {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)} "
                     f"may change when resuming; drop the option or start a new run")
         config = dataclasses.replace(config, **{k: options[k] for k in RESUME_MAY_CHANGE if k in given})
-    out = _choose_out_dir(out, Path(corpus.info.path), force or resume is not None)
+    data.split(len(corpus.ids), config.val_fraction, config.test_fraction)  # too short? say so before writing anything
+    # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
+    continuing = resume is not None and out.resolve() == resumed_dir.resolve()
+    out = _choose_out_dir(out, Path(corpus.info.path), force or continuing)
 
     err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
               f"({model_config.hidden_size} units) on [bold]{escape(corpus.info.path)}[/] "
@@ -278,8 +301,9 @@ class _ProgressView:
                                                of=f"/{total:,}" if total else "", epoch=0.0, train="—", val="—",
                                                speed="")
             resumed = f", resuming at step {event.resumed_step:,}" if event.resumed_step else ""
+            steps = f"{layout.steps_per_epoch:,} step{'s' if layout.steps_per_epoch != 1 else ''}"
             err.print(f"{event.num_params:,} parameters; batch {layout.batch_size} × window {layout.seq_length}, "
-                      f"{layout.steps_per_epoch:,} steps per epoch; compiled in {event.compile_s:.1f} s{resumed}")
+                      f"{steps} per epoch; compiled in {event.compile_s:.1f} s{resumed}")
         elif isinstance(event, training.Logged):
             train = f"{event.train_nats:.3f} ({event.train_nats / training.LN2:.2f} bpc)"
             self.progress.update(self.task, completed=event.step, epoch=event.epoch, train=train, val=self.val,
@@ -344,13 +368,14 @@ def _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_sample
     params = checkpoint.load_params(ckpt)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little") >> 1
+    chunks = sampling.stream(params, ckpt.model, ckpt.vocab, length=length, prime=prime, temperature=temperature,
+                             top_k=top_k, num_samples=num_samples, seed=seed)  # checks the prime: nothing printed yet
     if not quiet:
         err.print(f"[dim]seed {seed} (pass --seed {seed} to repeat this sample)[/]")
     out = sys.stdout.buffer
+    # Text goes out as UTF-8 whatever the locale; a byte-level model's output is raw bytes.
     encode = (lambda piece: piece) if ckpt.vocab.byte_level else (lambda piece: piece.encode("utf-8", "surrogateescape"))
-    chunks = sampling.stream(params, ckpt.model, ckpt.vocab, length=length, prime=prime, temperature=temperature,
-                             top_k=top_k, num_samples=num_samples, seed=seed)
-    prime_bytes = encode(prime.encode("utf-8", "surrogateescape") if ckpt.vocab.byte_level else prime)
+    prime_bytes = prime.encode("utf-8", "surrogateescape")
     out.write(prime_bytes)
     out.flush()
     held = [[] for _ in range(num_samples - 1)]  # samples 2.. are printed whole once sample 1 has streamed
@@ -468,24 +493,21 @@ def _inspection_text(ckpt, text_path):
     return text, source
 
 
-def _activation_style(value: float, state: str) -> str:
-    """Background colour for an activation, as in the paper's figures: blue negative, white 0, red positive.
-    Gates (in [0, 1]) are centred on 0.5; the LSTM cell state is shown as tanh(c)."""
-    import math
+def _activation_style(shown: float) -> str:
+    """rich style for a standardized activation (see `html.standardized`): blue below the mean, red above."""
+    from .html import activation_colour
 
-    v = 2.0 * value - 1.0 if state in "ifozr" else math.tanh(value) if state == "c" else value
-    v = max(-1.0, min(1.0, v))
-    fade = lambda c: int(255 - (255 - c) * abs(v))
-    r, g, b = (fade(214), fade(39), fade(40)) if v > 0 else (fade(31), fade(119), fade(180))
-    return f"black on #{r:02x}{g:02x}{b:02x}"
+    return f"black on {activation_colour(shown)}"
 
 
 def _render_inspection(report) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from .html import standardized
+
     # Results go to stdout; piped into a file they keep full-width rows instead of wrapping at 80 columns.
-    out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
     d = report.to_dict()
     out.print(f"[bold]{escape(report.text['source'])}[/]: {report.text['chars']:,} characters, "
               f"loss {report.loss_nats:.4f} nats/char ({d['loss_bpc']:.3f} bpc)"
@@ -505,10 +527,10 @@ def _render_inspection(report) -> None:
         out.print(table)
         excerpt = d["excerpts"].get(name)
         if excerpt:
-            for f, activations in zip(findings, excerpt["units"]):
+            for f, activations, centre, scale in zip(findings, excerpt["units"], excerpt["centre"], excerpt["scale"]):
                 line = Text(f"  L{f['layer']} {f['state']}[{f['unit']}] ", style="dim")
-                for ch, a in zip(excerpt["text"], activations):
-                    line.append("↵" if ch == "\n" else ("→" if ch == "\t" else ch), style=_activation_style(a, f["state"]))
+                for ch, shown in zip(excerpt["text"], standardized(activations, centre, scale)):
+                    line.append("↵" if ch == "\n" else ("→" if ch == "\t" else ch), style=_activation_style(shown))
                 out.print(line)
     for name, reason in d["unscored"].items():
         out.print(f"[dim]{escape(name)}: not scored — {escape(reason)}[/]")

@@ -126,11 +126,10 @@ def line_chart(series: dict[str, Sequence[float]], x_label: str, y_label: str, t
 # --- inspect-cells -----------------------------------------------------------------------------------------------
 
 
-def shown_activation(value: float, state: str) -> float:
-    """An activation mapped to [-1, 1] for colouring: gates (0..1) centred on 0.5, the LSTM cell state as tanh(c)."""
-    if state in ("i", "f", "o", "z", "r"):
-        return 2.0 * value - 1.0
-    return math.tanh(value) if state == "c" else value
+def standardized(values: Sequence[float], centre: float, scale: float) -> list[float]:
+    """Activations as (v - centre) / (2 scale), for colouring: the unit's mean is white, two standard
+    deviations either side full blue or red."""
+    return [(v - centre) / (2.0 * scale) if scale > 0 else 0.0 for v in values]
 
 
 def inspection_page(report) -> str:
@@ -146,7 +145,10 @@ def inspection_page(report) -> str:
            + f'; loss {d["loss_nats"]:.4f} nats/char ({d["loss_bpc"]:.3f} bpc).</p>',
            '<p class="note">AUROC scores binary features (a unit low on the feature counts: direction −), |Spearman| '
            "scores counts. Support: positions where the feature is on. Δloss: nats per character when the unit is "
-           "held at its mean, on the feature's characters / elsewhere. Layers count from 0 at the embedding.</p>"]
+           "held at its mean, on the feature's characters / elsewhere. Layers count from 0 at the embedding. Excerpts: "
+           "each character's background shows the unit's activation after reading it, relative to the unit's mean "
+           "over the text (white), blue below and red above, full colour at two standard deviations; hover for "
+           "the value.</p>"]
     rows = []
     for name, findings in d["features"].items():
         for f in findings:
@@ -169,10 +171,10 @@ def inspection_page(report) -> str:
                                                                       [float(v) for v in excerpt["values"]]
                                                                       if d["feature_info"][name]["kind"] == "binary"
                                                                       else _scaled(excerpt["values"])))
-        for f, values in zip(findings, excerpt["units"]):
+        for f, values, centre, scale in zip(findings, excerpt["units"], excerpt["centre"], excerpt["scale"]):
             out.append(f'<div class="label">layer {f["layer"]} {esc(f["state"])}[{f["unit"]}] — {f["metric"]} '
-                       f'{f["score"]:.3f} {f["direction"]}</div>')
-            out.append(coloured_text(excerpt["text"], values, [shown_activation(v, f["state"]) for v in values]))
+                       f'{f["score"]:.3f} {f["direction"]} (mean {centre:.3g}, sd {scale:.3g})</div>')
+            out.append(coloured_text(excerpt["text"], values, standardized(values, centre, scale)))
     if d["saturation"]:
         out.append("<h2>Gate saturation</h2><p class=\"note\">Each dot is a unit: the fraction of positions its gate is "
                    "below 0.1 (left-saturated) and above 0.9 (right-saturated), as in Karpathy, Johnson &amp; "

@@ -493,6 +493,10 @@ def inspect(params, config: ModelConfig, vocab, text: str, features: Sequence[Fe
             "text": kept_text[start:stop],
             "values": np.asarray(f.values[start:stop]).astype(int).tolist(),
             "units": [np.round(recording.activation(s.unit)[start:stop], 3).tolist() for s in findings[f.name]],
+            # Each unit's mean and standard deviation over the whole text: excerpts are coloured by
+            # (activation - mean) / (2 std), so a unit whose raw values sit far from 0 still shows its changes.
+            "centre": [round(float(recording.activation(s.unit).mean()), 4) for s in findings[f.name]],
+            "scale": [round(float(recording.activation(s.unit).std()), 4) for s in findings[f.name]],
         }
     text_info = {**(source or {}), "chars": len(ids), "skipped_chars": int((~keep).sum()),
                  "skipped": dict(sorted(skipped.items(), key=lambda kv: -kv[1])[:20])}

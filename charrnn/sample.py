@@ -127,11 +127,16 @@ def stream(
     Raises:
       SampleError: an option is out of range or the prime has characters outside the vocabulary.
     """
+    # Checked here, before the first chunk is asked for: a caller may print things once it has the iterator.
     check_options(length, temperature, top_k, num_samples)
     try:
         prime_ids = np.r_[np.int32(start_token(vocab)), vocab.encode(prime) if prime else np.zeros(0, np.int32)]
     except ValueError as e:
         raise SampleError(f"the prime has {e}") from None
+    return _chunks(params, config, prime_ids, length, temperature, top_k, num_samples, seed, chunk)
+
+
+def _chunks(params, config, prime_ids, length, temperature, top_k, num_samples, seed, chunk) -> Iterator[np.ndarray]:
     carry = prime_state(params, config, jnp.asarray(prime_ids))
     carry = jax.tree.map(lambda c: jnp.repeat(c, num_samples, axis=0), carry)
     last = jnp.full((num_samples,), prime_ids[-1], jnp.int32)

@@ -254,11 +254,13 @@ def _checkpoint(state: TrainState, corpus: data.Corpus, splits: data.Splits, mod
         **checkpoint.flatten("opt_state", state.opt_state),
         **checkpoint.flatten("carry", state.carry),
     }
-    effective = dataclasses.replace(config, batch_size=layout.batch_size, seq_length=layout.seq_length)
+    # The config as asked for; the layout actually used (a tiny corpus shrinks it) goes in the state, and a
+    # resumed run recomputes the same layout from the same corpus.
     return checkpoint.Checkpoint(
-        model=model_config, train=effective, vocab=corpus.vocab, corpus=corpus.info, splits=splits,
+        model=model_config, train=config, vocab=corpus.vocab, corpus=corpus.info, splits=splits,
         arrays=arrays, state={**info, "step": int(state.step), "total_steps": layout.total_steps,
-                              "steps_per_epoch": layout.steps_per_epoch},
+                              "steps_per_epoch": layout.steps_per_epoch, "batch_size": layout.batch_size,
+                              "seq_length": layout.seq_length},
         history=history,
     )
 

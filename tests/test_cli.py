@@ -1,0 +1,407 @@
+"""The command line as a user meets it: `charrnn train` and `charrnn sample`, run in-process with click's
+CliRunner on tiny models and tiny corpora written under tmp_path.
+
+The contract for every error a user can fix: exit code 1, nothing on stdout, exactly one line on stderr that
+starts with "error:" and names the key fact, no traceback, and nothing written or overwritten.
+"""
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import main
+
+CORPUS_TEXT = (
+    "The café opened at dawn — bread, coffee, and quiet talk.\n"
+    'Zoë said: "Not yet!" (then laughed) 42 times?\n'
+    "A quick brown fox jumps over the lazy dog; naïve—résumé.\n"
+    "Pack my box with five dozen liquor jugs: 7 of 9 were empty.\n"
+) * 20
+
+TINY = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8", "--seq-length", "16",
+        "--batch-size", "4", "--max-steps", "20", "--eval-every", "10"]
+TINY_MODEL = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"]
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def assert_user_error(result, *fragments) -> str:
+    """The result is a one-line user error naming every fragment; returns the message."""
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exc_info!r}\n{result.stderr}"
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
+    message = lines[0]
+    assert message.startswith("error: ") and len(message) > len("error: ")
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+def write_corpus(path: Path, text: str = CORPUS_TEXT) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny model trained for 20 steps, shared by every test that only reads it."""
+    root = tmp_path_factory.mktemp("shared")
+    corpus = write_corpus(root / "corpus.txt")
+    out = root / "run"
+    result = invoke("train", corpus, *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    return {"corpus": corpus, "out": out, "result": result}
+
+
+def sample(*args):
+    return invoke("sample", *args)
+
+
+def sampled_text(result, prime: str = "") -> str:
+    """stdout of a one-sample run, checked to be prime + text + newline; returns the text."""
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(prime) and result.stdout.endswith("\n")
+    return result.stdout[len(prime):-1]
+
+
+# --- entry points ------------------------------------------------------------------------------------------
+
+
+def test_python_dash_m_help_lists_the_commands():
+    done = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^\s+train\s", done.stdout, re.MULTILINE)
+    assert re.search(r"^\s+sample\s", done.stdout, re.MULTILINE)
+
+
+def test_error_stays_on_one_line_in_a_narrow_non_terminal(tmp_path):
+    missing = tmp_path / ("a-rather-long-directory-name-" * 4) / "missing-checkpoint.safetensors"
+    env = {**os.environ, "COLUMNS": "40"}
+    done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(missing)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert str(missing) in lines[0]
+
+
+# --- train -------------------------------------------------------------------------------------------------
+
+
+def test_train_writes_best_and_latest_and_prints_the_checkpoint_path(run):
+    result, out = run["result"], run["out"]
+    assert (out / "best.safetensors").is_file()
+    assert (out / "latest.safetensors").is_file()
+    assert result.stdout.strip() == str(out / "best.safetensors")
+    assert "Traceback" not in result.stderr
+
+
+def test_train_rejects_a_missing_corpus(tmp_path):
+    missing = tmp_path / "no-such-corpus.txt"
+    assert_user_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rejects_a_directory(tmp_path):
+    (tmp_path / "texts").mkdir()
+    assert_user_error(invoke("train", tmp_path / "texts", *TINY, "--out", tmp_path / "out"), "directory")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rejects_an_empty_file(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert_user_error(invoke("train", tmp_path / "empty.txt", *TINY, "--out", tmp_path / "out"), "empty")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rejects_undecodable_bytes_naming_the_offset_and_the_way_out(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"hello \xff\xfe world")
+    message = assert_user_error(invoke("train", tmp_path / "bad.txt", *TINY, "--out", tmp_path / "out"),
+                                "offset 6", "--encoding", "--bytes")
+    assert "0xff" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_rejects_an_unknown_encoding(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_user_error(invoke("train", corpus, *TINY, "--encoding", "no-such-codec", "--out", tmp_path / "out"),
+                      "no-such-codec")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, value, named", [
+    ("--hidden-size", "0", "hidden-size"),
+    ("--dropout", "1.0", "dropout"),
+    ("--learning-rate", "-0.01", "learning-rate"),
+    ("--seq-length", "0", "seq-length"),
+])
+def test_train_rejects_options_out_of_range(tmp_path, option, value, named):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_user_error(invoke("train", corpus, *TINY, option, value, "--out", tmp_path / "out"), named, value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_refuses_to_overwrite_checkpoints_in_out_without_force(run, tmp_path):
+    taken = tmp_path / "taken"
+    shutil.copytree(run["out"], taken)
+    before = (taken / "best.safetensors").read_bytes()
+    assert_user_error(invoke("train", run["corpus"], *TINY, "--out", taken), str(taken), "--force")
+    assert (taken / "best.safetensors").read_bytes() == before
+    assert sorted(p.name for p in taken.iterdir()) == ["best.safetensors", "latest.safetensors"]
+
+
+def test_train_rejects_out_that_is_a_file(run, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    assert_user_error(invoke("train", run["corpus"], *TINY, "--out", tmp_path / "file"), "is a file")
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
+def test_resume_rejects_a_changed_architecture_naming_the_option(run):
+    latest = run["out"] / "latest.safetensors"
+    before = latest.read_bytes()
+    assert_user_error(invoke("train", "--resume", run["out"], "--hidden-size", "32"), "--hidden-size", "16", "32")
+    assert latest.read_bytes() == before
+
+
+def test_resume_rejects_a_missing_checkpoint(tmp_path):
+    assert_user_error(invoke("train", "--resume", tmp_path / "gone"), str(tmp_path / "gone"))
+
+
+def test_resume_refuses_to_overwrite_another_runs_checkpoints_without_force(run, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "best.safetensors").write_bytes(b"another run's checkpoint")
+    result = invoke("train", "--resume", run["out"], "--out", other, "--max-steps", "21")
+    assert (other / "best.safetensors").read_bytes() == b"another run's checkpoint"
+    assert_user_error(result, str(other), "--force")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A 41-character corpus trained with the default --seq-length 100 and --batch-size 32."""
+    root = tmp_path_factory.mktemp("short")
+    corpus = write_corpus(root / "short.txt", "The café — a short corpus of forty chars.")
+    out = root / "run"
+    result = invoke("train", corpus, *TINY_MODEL, "--max-steps", "2", "--eval-every", "10", "--out", out)
+    return {"corpus": corpus, "out": out, "result": result}
+
+
+def test_train_shrinks_the_window_to_fit_a_corpus_shorter_than_one_window(short_run):
+    result = short_run["result"]
+    assert result.exit_code == 0, result.output
+    assert (short_run["out"] / "best.safetensors").is_file()
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    # 41 characters: 2 for validation, 2 for test, 37 to train on, i.e. 36 targets.
+    assert any("--seq-length 36" in w for w in warnings), result.stderr
+    assert any("--batch-size 1" in w for w in warnings), result.stderr
+
+
+def test_resume_accepts_the_options_the_run_was_started_with_after_shrinking(short_run):
+    result = invoke("train", "--resume", short_run["out"], "--seq-length", "100", "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+
+
+def test_train_rejects_a_corpus_too_short_to_split_saying_how_long_it_must_be(tmp_path):
+    (tmp_path / "tiny.txt").write_text("abc", encoding="utf-8")
+    result = invoke("train", tmp_path / "tiny.txt", *TINY, "--out", tmp_path / "out")
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ")
+    assert "3 characters" in message and "at least 6" in message
+
+
+def test_train_rejects_a_corpus_too_short_to_split_before_starting_the_run(tmp_path):
+    (tmp_path / "tiny.txt").write_text("abc", encoding="utf-8")
+    result = invoke("train", tmp_path / "tiny.txt", *TINY, "--out", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert_user_error(result, "at least 6")
+
+
+def test_error_messages_name_paths_exactly(tmp_path):
+    missing = tmp_path / "notes:smile:.txt"
+    assert_user_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
+
+
+def test_train_on_bytes_accepts_invalid_utf8_and_samples_bytes(tmp_path):
+    corpus = tmp_path / "binary.dat"
+    corpus.write_bytes(b"hello \xff\xfe world \x00\x01 caf\xc3\xa9\n" * 20)
+    out = tmp_path / "run"
+    result = invoke("train", corpus, "--bytes", *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert (out / "best.safetensors").is_file()
+    sampled = sample(out, "--length", "20", "--seed", "1", "-q")
+    assert sampled.exit_code == 0, sampled.output
+    assert len(sampled.stdout_bytes) == 21 and sampled.stdout_bytes.endswith(b"\n")
+
+
+# --- sample ------------------------------------------------------------------------------------------------
+
+
+def test_sample_prints_length_characters_from_the_corpus_alphabet(run):
+    text = sampled_text(sample(run["out"], "--length", "50", "--seed", "1", "-q"))
+    assert len(text) == 50
+    assert set(text) <= set(CORPUS_TEXT)
+
+
+def test_sample_from_the_run_directory_uses_its_best_checkpoint(run):
+    from_dir = sample(run["out"], "--length", "50", "--seed", "1", "-q")
+    from_file = sample(run["out"] / "best.safetensors", "--length", "50", "--seed", "1", "-q")
+    assert from_file.exit_code == 0, from_file.output
+    assert sampled_text(from_dir) == sampled_text(from_file)
+
+
+def test_sample_from_latest_checkpoint_file(run):
+    text = sampled_text(sample(run["out"] / "latest.safetensors", "--length", "50", "--seed", "1", "-q"))
+    assert len(text) == 50
+
+
+def test_sample_same_seed_same_text_other_seed_other_text(run):
+    first = sampled_text(sample(run["out"], "--length", "50", "--seed", "1", "-q"))
+    again = sampled_text(sample(run["out"], "--length", "50", "--seed", "1", "-q"))
+    other = sampled_text(sample(run["out"], "--length", "50", "--seed", "2", "-q"))
+    assert first == again
+    assert first != other
+
+
+def test_sample_reports_its_random_seed_so_it_can_be_repeated(run):
+    result = sample(run["out"], "--length", "30")
+    text = sampled_text(result)
+    seed = re.search(r"--seed (\d+)", result.stderr)
+    assert seed, result.stderr
+    assert sampled_text(sample(run["out"], "--length", "30", "--seed", seed.group(1), "-q")) == text
+
+
+def test_sample_quiet_prints_nothing_on_stderr(run):
+    result = sample(run["out"], "--length", "10", "--seed", "1", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
+def test_sample_temperature_zero_ignores_the_seed(run):
+    one = sampled_text(sample(run["out"], "--length", "50", "--temperature", "0", "--seed", "1", "-q"))
+    two = sampled_text(sample(run["out"], "--length", "50", "--temperature", "0", "--seed", "2", "-q"))
+    assert len(one) == 50
+    assert one == two
+
+
+def test_sample_starts_with_the_prime_and_continues_it(run):
+    text = sampled_text(sample(run["out"], "--prime", "abc", "--length", "50", "--seed", "1", "-q"), prime="abc")
+    assert len(text) == 50
+
+
+def test_sample_with_length_zero_prints_just_the_prime(run):
+    result = sample(run["out"], "--prime", "abc", "--length", "0", "--seed", "1", "-q")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "abc\n"
+
+
+def test_sample_num_samples_prints_each_sample_whole(run):
+    result = sample(run["out"], "--prime", "abc", "--length", "10", "--num-samples", "3", "--seed", "1")
+    assert result.exit_code == 0, result.output
+    block = len("abc") + 10 + 1
+    assert len(result.stdout) == 3 * block
+    samples = [result.stdout[i * block:(i + 1) * block] for i in range(3)]
+    assert all(s.startswith("abc") and s.endswith("\n") for s in samples)
+    assert len(set(samples)) > 1
+    assert "sample 2 of 3" in result.stderr and "sample 3 of 3" in result.stderr
+
+
+def test_sample_rejects_a_missing_checkpoint(tmp_path):
+    assert_user_error(sample(tmp_path / "gone.safetensors"), str(tmp_path / "gone.safetensors"))
+
+
+def test_sample_rejects_a_directory_without_checkpoint(tmp_path):
+    assert_user_error(sample(tmp_path), str(tmp_path), "no checkpoint")
+
+
+def test_sample_rejects_a_truncated_checkpoint(run, tmp_path):
+    data = (run["out"] / "best.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    message = assert_user_error(sample(cut, "--length", "5"), str(cut))
+    assert "damaged" in message or "truncated" in message
+
+
+def test_sample_rejects_a_checkpoint_cut_inside_its_header_as_truncated(run, tmp_path):
+    data = (run["out"] / "best.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[:100])
+    assert_user_error(sample(cut, "--length", "5"), str(cut), "truncated")
+
+
+def test_sample_says_a_checkpoint_cut_in_its_tensor_data_is_truncated(run, tmp_path):
+    data = (run["out"] / "best.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    assert_user_error(sample(cut, "--length", "5"), str(cut), "truncated")
+
+
+def test_sample_detects_a_flipped_byte_in_the_tensor_data(run, tmp_path):
+    data = bytearray((run["out"] / "best.safetensors").read_bytes())
+    (header_len,) = struct.unpack("<Q", data[:8])
+    middle = 8 + header_len + (len(data) - 8 - header_len) // 2
+    data[middle] ^= 0x01
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    assert_user_error(sample(flipped, "--length", "5"), str(flipped), "corrupted")
+
+
+def test_sample_rejects_random_bytes(tmp_path):
+    noise = tmp_path / "noise.safetensors"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    assert_user_error(sample(noise, "--length", "5"), str(noise), "not a charrnn checkpoint")
+
+
+def test_sample_rejects_a_text_file(tmp_path):
+    text = write_corpus(tmp_path / "corpus.txt")
+    assert_user_error(sample(text, "--length", "5"), str(text), "not a charrnn checkpoint")
+
+
+def test_sample_rejects_a_safetensors_file_without_charrnn_metadata(tmp_path):
+    from safetensors.numpy import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": np.zeros((4, 4), np.float32)}, str(foreign))
+    assert_user_error(sample(foreign, "--length", "5"), str(foreign), "not a charrnn checkpoint")
+
+
+@pytest.mark.parametrize("option, value, named", [
+    ("--temperature", "-0.5", "temperature"),
+    ("--temperature", "nan", "temperature"),
+    ("--length", "-1", "length"),
+    ("--top-k", "-1", "top-k"),
+    ("--num-samples", "0", "num-samples"),
+])
+def test_sample_rejects_options_out_of_range(run, option, value, named):
+    assert_user_error(sample(run["out"], option, value), named, value)
+
+
+def test_sample_rejects_prime_with_unknown_characters(run):
+    assert "☃" not in CORPUS_TEXT and "é" in CORPUS_TEXT
+    result = sample(run["out"], "--prime", "café ☃", "--length", "5", "-q")
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "prime" in lines[0] and "'☃'" in lines[0]
+    assert "'é'" not in lines[0]
+
+
+def test_sample_rejects_prime_with_unknown_characters_before_printing_anything(run):
+    result = sample(run["out"], "--prime", "café ☃", "--length", "5")
+    assert_user_error(result, "'☃'")
