@@ -14,8 +14,20 @@ class ConfigError(ValueError):
     """An option is out of range. The message says which and what is allowed."""
 
 
+class DictRoundTrip:
+    """to_dict / from_dict for a dataclass; from_dict ignores keys it does not know (newer files) and leaves
+    missing ones at their defaults (older files)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictRoundTrip):
     """The architecture: embedding -> `num_layers` stacked cells -> linear head over the vocabulary."""
 
     vocab_size: int
@@ -34,16 +46,9 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
-
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictRoundTrip):
     """How to train: truncated BPTT over `batch_size` streams, `seq_length` characters per window."""
 
     batch_size: int = 32  # B contiguous streams; small batches take more steps per epoch, which wins on a CPU
@@ -86,10 +91,3 @@ class TrainConfig:
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 0.5), got {getattr(self, name)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})

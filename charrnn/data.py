@@ -20,6 +20,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from .config import DictRoundTrip
+
 BUNDLED_CORPUS = "synthetic_prose.txt"
 
 
@@ -105,7 +107,7 @@ def _code_points(text: str) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class CorpusInfo:
+class CorpusInfo(DictRoundTrip):
     """How a corpus was read; stored in checkpoints so the same text can be read again."""
 
     path: str
@@ -114,13 +116,6 @@ class CorpusInfo:
     encoding: str = "utf-8"
     keep_newlines: bool = False
     byte_level: bool = False
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CorpusInfo":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 @dataclasses.dataclass(frozen=True)
