@@ -103,6 +103,7 @@ def main():
 @click.option("--max-epochs", type=float, default=20.0, show_default=True, help="Stop after this many passes over the training split.")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
 @click.option("--max-time", type=Duration(), default=None, help="Stop after this much training time: 600, 90s, 10m, 1.5h.")
+@click.option("--max-bad-steps", type=int, default=20, show_default=True, help="Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped).")
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validation passes and checkpoints.")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Steps between progress updates.")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Fraction of the corpus held out for validation.")
@@ -132,7 +133,7 @@ def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, **opt
 
 
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
-RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "eval_every", "log_every")
+RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
 
 
 def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given):

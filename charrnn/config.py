@@ -62,6 +62,7 @@ class TrainConfig(DictRoundTrip):
     max_epochs: Optional[float] = 20.0  # passes over the training split; None = no limit
     max_steps: Optional[int] = None  # stop after this many steps; None = no limit
     max_time: Optional[float] = None  # stop after this many seconds of training; None = no limit
+    max_bad_steps: int = 20  # consecutive steps with a non-finite loss/gradient/update before training stops
     eval_every: int = 250  # steps between validation passes (and checkpoints)
     log_every: int = 10  # steps between reading the loss back from the device
     val_fraction: float = 0.05  # contiguous splits: train, then validation, then test
@@ -69,7 +70,7 @@ class TrainConfig(DictRoundTrip):
     seed: int = 0  # same seed, same machine: bit-identical run
 
     def __post_init__(self):
-        for name in ("batch_size", "seq_length", "eval_every", "log_every"):
+        for name in ("batch_size", "seq_length", "eval_every", "log_every", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:

@@ -287,7 +287,6 @@ def train(
     resume: Optional[checkpoint.Checkpoint] = None,
     callback: Callable[[Any], None] = lambda event: None,
     should_stop: Callable[[], bool] = lambda: False,
-    max_bad_steps: int = 20,
 ) -> Finished:
     """Trains a model on `corpus` and writes checkpoints to `out_dir`.
 
@@ -299,7 +298,8 @@ def train(
       resume: a checkpoint to continue from (same architecture and corpus), at its step.
       callback: receives `Started`, `Logged`, `Evaluated` and `Finished` events.
       should_stop: polled at each step boundary; True saves a checkpoint and stops ("interrupted").
-      max_bad_steps: consecutive non-finite steps after which training stops ("diverged").
+        After `config.max_bad_steps` consecutive non-finite steps training stops ("diverged") and raises
+        `TrainingDiverged`; the last checkpoint holds the last good parameters.
 
     Returns:
       The `Finished` event.
@@ -395,7 +395,7 @@ def train(
                             float(last_metrics["grad_norm"]), float(schedule(step)),
                             (step - log_step) * B * T / max(now - t_log, 1e-9), now - t_start, skipped))
             t_log, log_step = now, step
-            if int(state.bad_steps) >= max_bad_steps:
+            if int(state.bad_steps) >= config.max_bad_steps:
                 reason = "diverged"
                 break
         if step % config.eval_every == 0:
@@ -411,7 +411,7 @@ def train(
     if reason == "diverged":
         kept = f"the last good checkpoint is {latest_path}" if latest_path.exists() else "no checkpoint was written"
         raise TrainingDiverged(
-            f"training stopped at step {step}: {max_bad_steps} consecutive steps had a non-finite loss or gradient "
+            f"training stopped at step {step}: {config.max_bad_steps} consecutive steps had a non-finite loss or gradient "
             f"(learning rate {float(schedule(step)):.3g}); {kept}; try a lower --learning-rate"
         )
     return finished
