@@ -195,3 +195,39 @@ def inspection_page(report) -> str:
 def _scaled(values: Sequence[float]) -> list[float]:
     top = max((abs(v) for v in values), default=0) or 1
     return [v / top for v in values]
+
+
+# --- report -------------------------------------------------------------------------------------------------------
+
+
+def runs_page(summaries, differences: dict) -> str:
+    """`charrnn report --html`: the runs side by side, the settings that differ, and the loss curves."""
+    out = [f"<h1>charrnn: {len(summaries)} run{'s' if len(summaries) != 1 else ''}</h1>"]
+    rows = []
+    for s in summaries:
+        bpc = None if s.best_val_nats is None else s.best_val_nats / math.log(2)
+        rows.append([str(s.path), f"{s.step:,}", "—" if s.best_val_nats is None else f"{s.best_val_nats:.4f}",
+                     "—" if bpc is None else f"{bpc:.3f}", "—" if s.best_step is None else f"{s.best_step:,}",
+                     "—" if s.chars_per_s is None else f"{s.chars_per_s:,.0f}",
+                     "—" if s.elapsed_s is None else f"{s.elapsed_s / 60:.1f} min"])
+    out.append(table(["run", "step", "best val (nats)", "best val (bpc)", "at step", "chars/s", "time"], rows))
+    if len(summaries) > 1:
+        out.append("<h2>Settings that differ</h2>")
+        if differences:
+            out.append(table(["setting", *[s.name for s in summaries]],
+                             [[key, *("—" if v is None else v for v in values)] for key, values in differences.items()]))
+        else:
+            out.append('<p class="note">All runs have the same settings.</p>')
+    for title, curve in (("Validation loss", "val_curve"), ("Training loss", "train_curve")):
+        series = {s.name: getattr(s, curve) for s in summaries if getattr(s, curve)}
+        if series:
+            out.append(f"<h2>{title}</h2>")
+            xs = sorted({x for pts in series.values() for x, _ in pts})
+            aligned = {name: [dict(pts).get(x, float("nan")) for x in xs] for name, pts in series.items()}
+            out.append(line_chart(aligned, "step", "nats per character", f"{title.lower()} (nats per character)",
+                                  xs=xs, width=760, height=320))
+    settings = summaries[0].settings if len(summaries) == 1 else {}
+    if settings:
+        out.append("<h2>Settings</h2>")
+        out.append(table(["setting", "value"], [[k, v] for k, v in settings.items()]))
+    return page("charrnn report", "\n".join(out))

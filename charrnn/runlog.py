@@ -1,0 +1,102 @@
+"""A run's records on disk, beside its checkpoints: ``run.json`` (what was run: configs, versions, corpus)
+and ``metrics.jsonl`` (one JSON object per log step and per evaluation). Training writes them; `charrnn
+report` reads them.
+
+metrics.jsonl records::
+
+    {"event": "log",  "step": 120, "epoch": 0.38, "train_nats": 1.92, "train_bpc": 2.77, "grad_norm": 0.8,
+     "learning_rate": 0.003, "chars_per_s": 14100.0, "elapsed_s": 27.3, "skipped_steps": 0}
+    {"event": "eval", "step": 250, "epoch": 0.8, "val_nats": 1.81, "val_bpc": 2.61, "best_val_nats": 1.81,
+     "is_best": true, "eval_s": 1.2, "elapsed_s": 58.0}
+
+Losses are in nats per character (and bits per character, bpc = nats / ln 2). A crash can tear the last line;
+readers skip a line that is not JSON.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+RUN_JSON, METRICS = "run.json", "metrics.jsonl"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, charrnn and the libraries that decide its numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for package in ("charrnn", "jax", "jaxlib", "optax", "numpy"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "unknown"
+    return out
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> Path:
+    """Writes run.json atomically (configs, corpus, versions; whatever `info` holds, plus versions and time)."""
+    from .checkpoint import write_bytes_atomic
+
+    record = {**info, "versions": versions(), "written": now()}
+    return write_bytes_atomic(Path(run_dir) / RUN_JSON, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def read_run_info(run_dir: Path) -> Optional[dict[str, Any]]:
+    """run.json of `run_dir`, or None if it has none (or it is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / RUN_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of metrics.jsonl in order; a line that is not a JSON object (a torn last line) is skipped."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+class MetricsWriter:
+    """Appends records to metrics.jsonl, one line each, flushed as written.
+
+    On resume, records past the resumed step (written by the interrupted run after its last checkpoint) are
+    dropped first, so the file describes the training that the checkpoints hold.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: Optional[int] = None):
+        self.path = Path(run_dir) / METRICS
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("", encoding="utf-8")
+        else:
+            kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_name(f".{METRICS}.{os.getpid()}.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
