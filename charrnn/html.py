@@ -87,8 +87,10 @@ def scatter(series: dict[str, tuple[Sequence[float], Sequence[float]]], x_label:
 def line_chart(series: dict[str, Sequence[float]], x_label: str, y_label: str, title: str, log_y: bool = False,
                xs: Sequence[float] | None = None, width: int = 520, height: int = 240) -> str:
     """An SVG line chart; `xs` defaults to 0, 1, 2, ...; non-finite (or, on a log axis, non-positive) points are
-    left out."""
-    pad_l, pad_b, pad_t = 56, 40, 20
+    left out. The legend gets the room its longest name needs."""
+    legend_w = 40 + 7 * max((len(name) for name in series), default=0)
+    pad_l, pad_b, pad_t = 64, 40, 20
+    plot_w, plot_h = width - pad_l - 10, height - pad_t - pad_b
     transform = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     points = {name: [(x, transform(v)) for x, v in zip(xs if xs is not None else range(len(vals)), vals)
                      if math.isfinite(v) and (v > 0 or not log_y)]
@@ -99,28 +101,35 @@ def line_chart(series: dict[str, Sequence[float]], x_label: str, y_label: str, t
     x0, x1 = min(p[0] for p in everything), max(p[0] for p in everything)
     y0, y1 = min(p[1] for p in everything), max(p[1] for p in everything)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
-    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - 100)
-    sy = lambda y: pad_t + (1 - (y - y0) / (y1 - y0)) * (height - pad_t - pad_b)
-    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{esc(title)}">',
+    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * plot_w
+    sy = lambda y: pad_t + (1 - (y - y0) / (y1 - y0)) * plot_h
+    parts = [f'<svg width="{width + legend_w}" height="{height}" role="img" aria-label="{esc(title)}">',
              f'<text x="{pad_l}" y="12">{esc(title)}</text>',
-             f'<rect x="{pad_l}" y="{pad_t}" width="{width - pad_l - 100}" height="{height - pad_t - pad_b}" '
-             f'fill="none" stroke="#999"/>']
+             f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
     for frac in (0, 0.5, 1):
         yv = y0 + frac * (y1 - y0)
         label = f"1e{yv:.1f}" if log_y else f"{yv:.3g}"
         xv = x0 + frac * (x1 - x0)
-        parts.append(f'<text x="4" y="{sy(yv) + 4:.1f}">{label}</text>'
-                     f'<text x="{sx(xv) - 8:.1f}" y="{height - pad_b + 14}">{xv:.4g}</text>')
-    parts.append(f'<text x="{pad_l + 80}" y="{height - 8}">{esc(x_label)}</text>')
-    parts.append(f'<text x="12" y="{height / 2 + 30}" transform="rotate(-90 12 {height / 2 + 30})">{esc(y_label)}</text>')
+        parts.append(f'<text x="{pad_l - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end">{label}</text>'
+                     f'<text x="{sx(xv):.1f}" y="{height - pad_b + 14}" text-anchor="middle">{xv:,.4g}</text>')
+    parts.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">{esc(x_label)}</text>')
+    parts.append(f'<text x="12" y="{pad_t + plot_h / 2:.0f}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {pad_t + plot_h / 2:.0f})">{esc(y_label)}</text>')
     for k, (name, pts) in enumerate(points.items()):
         colour = PALETTE[k % len(PALETTE)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
-        parts.append(f'<line x1="{width - 92}" x2="{width - 76}" y1="{pad_t + 10 + 16 * k}" y2="{pad_t + 10 + 16 * k}" '
-                     f'stroke="{colour}" stroke-width="2"/><text x="{width - 72}" y="{pad_t + 14 + 16 * k}">{esc(name)}</text>')
+        ly = pad_t + 10 + 16 * k
+        parts.append(f'<line x1="{width + 8}" x2="{width + 24}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2"/>'
+                     f'<text x="{width + 28}" y="{ly + 4}">{esc(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def shorten(value, limit: int = 40) -> str:
+    """A long value (a hash, a path) cut to `limit` characters with an ellipsis, for tables."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # --- inspect-cells -----------------------------------------------------------------------------------------------
@@ -215,7 +224,8 @@ def runs_page(summaries, differences: dict) -> str:
         out.append("<h2>Settings that differ</h2>")
         if differences:
             out.append(table(["setting", *[s.name for s in summaries]],
-                             [[key, *("—" if v is None else v for v in values)] for key, values in differences.items()]))
+                             [[key, *("—" if v is None else shorten(v) for v in values)]
+                              for key, values in differences.items()]))
         else:
             out.append('<p class="note">All runs have the same settings.</p>')
     for title, curve in (("Validation loss", "val_curve"), ("Training loss", "train_curve")):

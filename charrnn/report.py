@@ -72,8 +72,8 @@ def summarize(run_dir: Path) -> RunSummary:
     info = runlog.read_run_info(run_dir)
     metrics = runlog.read_metrics(run_dir)
     ckpt = None
-    try:
-        ckpt = checkpoint.load(run_dir)
+    try:  # the latest checkpoint says how far the run got (best may be older)
+        ckpt = checkpoint.load(run_dir / checkpoint.LATEST if (run_dir / checkpoint.LATEST).is_file() else run_dir)
     except checkpoint.CheckpointError:
         if info is None and not metrics:
             raise ReportError(f"{run_dir} holds no run (no run.json, metrics.jsonl or checkpoint)") from None
