@@ -170,6 +170,22 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
+def remove_stale_temporaries(directory: Union[str, Path]) -> list[Path]:
+    """Deletes the temporary files (``.latest.safetensors.*.tmp``, ``.best.safetensors.*.tmp``) that
+    `write_bytes_atomic` leaves behind when its process is killed mid-write. Returns the paths removed.
+
+    Only for a run directory that no other process is writing to (training calls it before it starts)."""
+    removed = []
+    for name in (BEST, LATEST):
+        for path in Path(directory).glob(f".{name}.*.tmp"):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

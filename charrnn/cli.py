@@ -145,7 +145,12 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
     resume = None
     if resume_path is not None:
         resume_path = Path(resume_path)
-        resume = checkpoint.load(resume_path / checkpoint.LATEST if resume_path.is_dir() else resume_path)
+        resume_file = resume_path
+        if resume_path.is_dir():  # its latest checkpoint; best alone if killed between the first best and latest
+            resume_file = resume_path / checkpoint.LATEST
+            if not resume_file.exists() and (resume_path / checkpoint.BEST).exists():
+                resume_file = resume_path / checkpoint.BEST
+        resume = checkpoint.load(resume_file)
         if corpus_path is None:
             corpus_path = Path(resume.corpus.path)
         encoding, keep_newlines, byte_level = resume.corpus.encoding, resume.corpus.keep_newlines, resume.corpus.byte_level
@@ -551,6 +556,63 @@ def _render_inspection(report) -> None:
         for layer, norms in enumerate(d["gradients"]["norm_by_layer"]):
             cells = "  ".join(f"k={k}: {norms[k] / norms[0]:.2e}" for k in (1, 5, 10, 25, 50, 100) if k < len(norms))
             out.print(f"  layer {layer}: {cells}")
+
+
+# --- info and report -----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the information as JSON on stdout.")
+def info(checkpoint_path, as_json):
+    """Describe a CHECKPOINT (file or run directory): architecture, parameter count, vocabulary, training
+    step, losses, corpus and format version."""
+    errors = _user_errors()
+    try:
+        from . import report, render
+
+        details = report.checkpoint_info(checkpoint_path)
+    except errors as e:
+        abort(str(e))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(details, indent=1, ensure_ascii=False))
+    else:
+        Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200).print(
+            render.checkpoint_info(details))
+
+
+@main.command("report")
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None, help="Also write a self-contained HTML page with the loss curves to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON on stdout.")
+def report_command(run_dirs, html_path, as_json):
+    """Summarise one or more training runs side by side: the settings that differ, best validation loss,
+    throughput, and the loss curves (in the terminal, or as a page with --html)."""
+    from . import report
+
+    errors = _user_errors()
+    try:
+        summaries = [report.summarize(d) for d in run_dirs]
+    except (*errors, report.ReportError) as e:
+        abort(str(e))
+    differences = report.differences(summaries)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"runs": [s.to_dict() for s in summaries], "differences": differences}, indent=1,
+                              ensure_ascii=False))
+    else:
+        from . import render
+
+        Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 120).print(
+            render.report(summaries, differences))
+    if html_path is not None:
+        from . import checkpoint, html
+
+        checkpoint.write_bytes_atomic(Path(html_path), html.runs_page(summaries, differences).encode("utf-8"))
+        err.print(f"HTML report: {escape(str(html_path))}")
 
 
 if __name__ == "__main__":

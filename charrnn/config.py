@@ -4,6 +4,7 @@ what a checkpoint stores."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
 CELL_KINDS = ("rnn", "lstm", "gru")
@@ -77,17 +78,17 @@ class TrainConfig(DictRoundTrip):
             raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if self.decay not in ("cosine", "constant"):
             raise ConfigError(f"unknown decay {self.decay!r}: choose cosine or constant")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning-rate must be positive, got {self.learning_rate}")
+        if not 0 < self.learning_rate < math.inf:
+            raise ConfigError(f"learning-rate must be a positive number, got {self.learning_rate}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not self.grad_clip > 0:
-            raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
+        if not 0 < self.grad_clip < math.inf:
+            raise ConfigError(f"grad-clip must be a positive number, got {self.grad_clip}")
         for name in ("max_epochs", "max_steps", "max_time"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
+            if value is not None and not 0 < value < math.inf:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, name) < 0.5:

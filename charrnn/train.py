@@ -305,6 +305,7 @@ def train(
       The `Finished` event.
     """
     out_dir = Path(out_dir)
+    checkpoint.remove_stale_temporaries(out_dir)
     splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
     train_ids = corpus.ids[slice(*splits.train)]
     val_ids = corpus.ids[slice(*splits.val)]
@@ -345,8 +346,14 @@ def train(
     last_metrics = None
     reason = None
 
+    not_finite = False  # the state to save holds a NaN or infinity (e.g. resumed from a poisoned checkpoint)
+
     def evaluate_and_save() -> None:
-        nonlocal best, last_eval_step
+        nonlocal best, last_eval_step, not_finite
+        saved = jax.device_get((state.params, state.opt_state, state.carry))
+        if not all(np.isfinite(a).all() for a in jax.tree.leaves(saved)):
+            not_finite = True  # never written: the checkpoints on disk stay as they are
+            return
         te = time.perf_counter()
         if has_val:
             val_nats = float(eval_fn(state.params, *val_arrays))
@@ -360,7 +367,8 @@ def train(
         info = {"best_val_nats": best, "val_nats": val_nats, "epoch": step / layout.steps_per_epoch}
         ckpt = _checkpoint(state, corpus, splits, model_config, config, layout, info, history)
         blob = checkpoint.to_bytes(ckpt)
-        for path in (latest_path, best_path) if is_best else (latest_path,):
+        # Best first: a crash between the two files leaves latest behind best, never a best model lost for good.
+        for path in (best_path, latest_path) if is_best else (latest_path,):
             try:
                 checkpoint.write_bytes_atomic(path, blob)
             except OSError as e:
@@ -400,18 +408,24 @@ def train(
                 break
         if step % config.eval_every == 0:
             evaluate_and_save()
+            if not_finite:
+                reason = "diverged"
+                break
 
     if pending:
         fetched = jax.device_get(pending)
         last_metrics = fetched[-1]
     if reason != "diverged" and last_eval_step != step and step > start_step:
         evaluate_and_save()
+        reason = "diverged" if not_finite else reason
     finished = Finished(step, reason, best, best_path, latest_path, time.perf_counter() - t_start)
     callback(finished)
     if reason == "diverged":
         kept = f"the last good checkpoint is {latest_path}" if latest_path.exists() else "no checkpoint was written"
+        what = ("the parameters or optimizer state are not finite, so they were not saved" if not_finite else
+                f"{config.max_bad_steps} consecutive steps had a non-finite loss or gradient")
         raise TrainingDiverged(
-            f"training stopped at step {step}: {config.max_bad_steps} consecutive steps had a non-finite loss or gradient "
+            f"training stopped at step {step}: {what} "
             f"(learning rate {float(schedule(step)):.3g}); {kept}; try a lower --learning-rate"
         )
     return finished
