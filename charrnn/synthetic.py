@@ -778,7 +778,14 @@ _SPEECH = (
 
 
 def _spoken_sentence(b: _Builder, r: random.Random) -> str:
-    """One sentence of dialogue, with its final mark left for the caller; returns that mark."""
+    """One sentence of dialogue, with its final mark left for the caller; returns that mark.
+
+    Half the time the speaker tells what happened, in the very sentences the narration uses: then nothing
+    in the sentence itself says it is quoted, and only a memory of the opening quote does — as in a novel,
+    where a model has to keep track of quotes rather than read them off the style of the words.
+    """
+    if r.random() < 0.5:
+        return r.choice(_NARRATION)(b, r)
     if r.random() < 0.12:
         b.word(r.choice(_INTERJECTIONS))
         b.punct("…" if r.random() < 0.25 else ",")
