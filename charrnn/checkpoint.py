@@ -171,12 +171,13 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
 
 
 def remove_stale_temporaries(directory: Union[str, Path]) -> list[Path]:
-    """Deletes the temporary files (``.latest.safetensors.*.tmp``, ``.best.safetensors.*.tmp``) that
-    `write_bytes_atomic` leaves behind when its process is killed mid-write. Returns the paths removed.
+    """Deletes the temporary files (``.latest.safetensors.*.tmp``, ``.best.safetensors.*.tmp``, and those of
+    run.json and metrics.jsonl) that an atomic write leaves behind when its process is killed mid-write.
+    Returns the paths removed.
 
     Only for a run directory that no other process is writing to (training calls it before it starts)."""
     removed = []
-    for name in (BEST, LATEST):
+    for name in (BEST, LATEST, "run.json", "metrics.jsonl"):
         for path in Path(directory).glob(f".{name}.*.tmp"):
             try:
                 path.unlink()

@@ -86,7 +86,40 @@ def main():
 # --- train -------------------------------------------------------------------------------------------------
 
 
+def _load_config(ctx: click.Context, param, value):
+    """--config FILE: option values from a TOML file (a flat table, or a [train] table), as defaults that the
+    command line overrides."""
+    if value is None:
+        return None
+    import tomllib
+
+    try:
+        table = tomllib.loads(Path(value).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise click.BadParameter(f"{value}: cannot read it ({e.strerror})", ctx, param) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"{value} is not valid TOML ({e})", ctx, param) from None
+    table = table.get(ctx.command.name, table)
+    # A key is an option's long name (dashes or underscores) or the argument's name: bytes, json, hidden_size.
+    known = {}
+    for p in ctx.command.params:
+        if p.name != "config":
+            for name in [p.name] + [o[2:] for o in p.opts if o.startswith("--")]:
+                known[name.replace("-", "_")] = p.name
+    values = {str(key).replace("-", "_"): v for key, v in table.items()}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        shown = sorted({o[2:] for p in ctx.command.params if p.name != "config" for o in p.opts if o.startswith("--")}
+                       | {p.name for p in ctx.command.params if isinstance(p, click.Argument)})
+        raise click.BadParameter(f"{value} sets {', '.join(unknown)}, which `charrnn {ctx.command.name}` does not "
+                                 f"take; known: {', '.join(shown)}", ctx, param)
+    ctx.default_map = {**(ctx.default_map or {}), **{known[k]: v for k, v in values.items()}}
+    return value
+
+
 @main.command(epilog=EXAMPLES)
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), callback=_load_config, is_eager=True,
+              expose_value=False, help="Read options from this TOML file (keys as the option names: hidden_size = 512); the command line overrides it.")
 @click.argument("corpus", required=False, type=click.Path(path_type=Path))
 @click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell (equations in charrnn/cells.py).")
 @click.option("--hidden-size", type=int, default=256, show_default=True, help="Units per layer.")
@@ -105,7 +138,8 @@ def main():
 @click.option("--max-time", type=Duration(), default=None, help="Stop after this much training time: 600, 90s, 10m, 1.5h.")
 @click.option("--max-bad-steps", type=int, default=20, show_default=True, help="Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped).")
 @click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validation passes and checkpoints.")
-@click.option("--log-every", type=int, default=10, show_default=True, help="Steps between progress updates.")
+@click.option("--log-every", type=int, default=10, show_default=True, help="Steps between progress updates (the loss is read back from the device only then).")
+@click.option("--sample-every", type=int, default=1000, show_default=True, help="Steps between short samples shown while training, at temperatures 0.5, 0.8, 1 (0: none).")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Fraction of the corpus held out for validation.")
 @click.option("--test-fraction", type=float, default=0.05, show_default=True, help="Fraction held out for testing (the end of the corpus).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed repeats a run bit for bit on the same machine.")
@@ -115,7 +149,9 @@ def main():
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
 @click.option("--keep-newlines", is_flag=True, help="Keep \\r\\n and \\r as they are instead of turning them into \\n.")
 @click.option("--bytes", "byte_level", is_flag=True, help="Train on raw bytes (vocabulary of 256) instead of text.")
-def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, **options):
+@click.option("--quiet", "-q", is_flag=True, help="No progress or samples on stderr; warnings and errors only.")
+@click.option("--json", "as_json", is_flag=True, help="At the end, print a JSON summary on stdout instead of the checkpoint path.")
+def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, quiet, as_json, **options):
     """Train a model on CORPUS (default: the bundled corpora/synthetic_prose.txt).
 
     Shows progress on stderr, validates on the whole validation split every --eval-every steps and keeps
@@ -125,9 +161,10 @@ def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, **opt
     """
     errors = _user_errors()
     ctx = click.get_current_context()
-    given = {name for name in options if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT")}
+    given = {name for name in options
+             if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")}
     try:
-        _train(corpus, out, resume, force, encoding, keep_newlines, byte_level, options, given)
+        _train(corpus, out, resume, force, encoding, keep_newlines, byte_level, options, given, quiet, as_json)
     except errors as e:
         abort(str(e))
 
@@ -136,7 +173,7 @@ MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout
 RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
 
 
-def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given):
+def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given, quiet, as_json):
     import dataclasses
 
     from . import checkpoint, data, train as training
@@ -176,15 +213,18 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
     continuing = resume is not None and out.resolve() == resumed_dir.resolve()
     out = _choose_out_dir(out, Path(corpus.info.path), force or continuing)
 
-    err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
-              f"({model_config.hidden_size} units) on [bold]{escape(corpus.info.path)}[/] "
-              f"({len(corpus.ids):,} {'bytes' if byte_level else 'characters'}, vocabulary {len(corpus.vocab)}); "
-              f"checkpoints in [bold]{escape(str(out))}[/]")
+    from . import render
+
+    if not quiet:
+        err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
+                  f"({model_config.hidden_size} units) on [bold]{escape(corpus.info.path)}[/] "
+                  f"({len(corpus.ids):,} {'bytes' if byte_level else 'characters'}, vocabulary {len(corpus.vocab)}); "
+                  f"checkpoints in [bold]{escape(str(out))}[/]")
     stop = _StopFlag()
-    with stop.installed(), _ProgressView() as view:
+    with stop.installed(), render.TrainingView(err, max_time=config.max_time, quiet=quiet) as view:
         finished = training.train(corpus, model_config, config, out, resume=resume, callback=view.handle,
                                   should_stop=stop)
-    _report_finish(finished, corpus, model_config)
+    _report_finish(finished, quiet, as_json)
 
 
 def _resumable_corpus(resume, corpus, force):
@@ -267,76 +307,29 @@ class _StopFlag:
         return scope()
 
 
-class _ProgressView:
-    """Renders training events: a live bar on a terminal, plain lines otherwise."""
+def _report_finish(finished, quiet: bool, as_json: bool) -> None:
+    """The end of a run: why it stopped and where the checkpoints are (stderr); the best checkpoint's path, or
+    a JSON summary, on stdout."""
+    import json
+    import math
 
-    def __enter__(self):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.live = err.is_terminal
-        self.progress = Progress(
-            TextColumn("step {task.completed:>7,.0f}{task.fields[of]}"),
-            BarColumn(bar_width=24),
-            TextColumn("epoch {task.fields[epoch]:.2f}"),
-            TextColumn("train {task.fields[train]}"),
-            TextColumn("val {task.fields[val]}"),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err,
-            disable=not self.live,
-        )
-        self.task = None
-        self.val = "—"
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
-
-    def handle(self, event) -> None:
-        from . import train as training
-
-        if isinstance(event, training.Started):
-            layout = event.layout
-            for warning in event.warnings:
-                err.print(f"[yellow]warning:[/] {escape(warning)}")
-            total = layout.total_steps
-            self.task = self.progress.add_task("train", total=total, completed=event.resumed_step,
-                                               of=f"/{total:,}" if total else "", epoch=0.0, train="—", val="—",
-                                               speed="")
-            resumed = f", resuming at step {event.resumed_step:,}" if event.resumed_step else ""
-            steps = f"{layout.steps_per_epoch:,} step{'s' if layout.steps_per_epoch != 1 else ''}"
-            err.print(f"{event.num_params:,} parameters; batch {layout.batch_size} × window {layout.seq_length}, "
-                      f"{steps} per epoch; compiled in {event.compile_s:.1f} s{resumed}")
-        elif isinstance(event, training.Logged):
-            train = f"{event.train_nats:.3f} ({event.train_nats / training.LN2:.2f} bpc)"
-            self.progress.update(self.task, completed=event.step, epoch=event.epoch, train=train, val=self.val,
-                                 speed=f"{event.chars_per_s:,.0f} chars/s")
-            if event.skipped_steps:
-                self.progress.update(self.task, speed=f"{event.chars_per_s:,.0f} chars/s, {event.skipped_steps} skipped")
-        elif isinstance(event, training.Evaluated):
-            bpc = event.val_nats / training.LN2
-            self.val = f"{event.val_nats:.3f} ({bpc:.2f} bpc)"
-            self.progress.update(self.task, val=self.val)
-            task = self.progress.tasks[0]
-            mark = " [green]best[/]" if event.is_best else ""
-            err.print(f"step {event.step:>7,}  epoch {task.fields['epoch']:.2f}  train {task.fields['train']}  "
-                      f"val {event.val_nats:.4f} nats ({bpc:.3f} bpc){mark}  {task.fields['speed']}")
-
-
-def _report_finish(finished, corpus, model_config) -> None:
-    from . import train as training
-
-    why = {"max_steps": "reached --max-steps", "max_epochs": "reached --max-epochs", "max_time": "reached --max-time",
-           "interrupted": "interrupted"}.get(finished.reason, finished.reason)
-    best = (f"best validation loss {finished.best_val_nats:.4f} nats ({finished.best_val_nats / training.LN2:.3f} bpc)"
-            if finished.best_val_nats is not None else "no checkpoint written")
-    err.print(f"Stopped at step {finished.step:,} ({why}) after {finished.elapsed_s:.0f} s; {best}.")
-    if finished.best.exists():
-        err.print(f"Checkpoints: {escape(str(finished.best))} (best), {escape(str(finished.latest))} (latest)")
-        err.print(f"Sample with: charrnn sample {escape(str(finished.best.parent))}")
+    best = finished.best_val_nats
+    if not quiet:
+        why = {"max_steps": "reached --max-steps", "max_epochs": "reached --max-epochs",
+               "max_time": "reached --max-time", "interrupted": "interrupted"}.get(finished.reason, finished.reason)
+        summary = (f"best validation loss {best:.4f} nats ({best / math.log(2):.3f} bpc)" if best is not None
+                   else "no checkpoint written")
+        err.print(f"Stopped at step {finished.step:,} ({why}) after {finished.elapsed_s:.0f} s; {summary}.")
+        if finished.best.exists():
+            err.print(f"Checkpoints: {escape(str(finished.best))} (best), {escape(str(finished.latest))} (latest)")
+            err.print(f"Sample with: charrnn sample {escape(str(finished.best.parent))}")
+    if as_json:
+        click.echo(json.dumps({"step": finished.step, "reason": finished.reason, "best_val_nats": best,
+                               "best_val_bpc": None if best is None else best / math.log(2),
+                               "best": str(finished.best) if finished.best.exists() else None,
+                               "latest": str(finished.latest) if finished.latest.exists() else None,
+                               "elapsed_s": round(finished.elapsed_s, 3)}))
+    elif finished.best.exists():
         click.echo(str(finished.best))
 
 
@@ -352,11 +345,12 @@ def _report_finish(finished, corpus, model_config) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed; the same seed gives the same text  [default: random, reported on stderr]")
 @click.option("--num-samples", type=int, default=1, show_default=True, help="Samples generated in parallel as one batch.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the sample(s).")
-def sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples, quiet):
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the seed and the samples (prime included) instead of streaming.")
+def sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples, quiet, as_json):
     """Generate text from a CHECKPOINT file or run directory, streamed to stdout as it is made."""
     errors = _user_errors()
     try:
-        _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples, quiet)
+        _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples, quiet or as_json, as_json)
     except errors as e:
         abort(str(e))
     except BrokenPipeError:  # `charrnn sample ... | head`: the reader has what it wanted
@@ -364,7 +358,7 @@ def sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples
         sys.exit(0)
 
 
-def _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples, quiet):
+def _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_samples, quiet, as_json=False):
     import os
 
     from . import checkpoint, sample as sampling
@@ -378,6 +372,16 @@ def _sample(checkpoint_path, length, temperature, top_k, prime, seed, num_sample
                              top_k=top_k, num_samples=num_samples, seed=seed)  # checks the prime: nothing printed yet
     if not quiet:
         err.print(f"[dim]seed {seed} (pass --seed {seed} to repeat this sample)[/]")
+    if as_json:
+        import json
+
+        import numpy as np
+
+        ids = np.concatenate(list(chunks), axis=1) if length else np.zeros((num_samples, 0), np.int32)
+        texts = [prime + ckpt.vocab.printable(row) for row in ids]
+        click.echo(json.dumps({"seed": seed, "temperature": temperature, "top_k": top_k, "samples": texts},
+                              ensure_ascii=False))
+        return
     out = sys.stdout.buffer
     # Text goes out as UTF-8 whatever the locale; a byte-level model's output is raw bytes.
     encode = (lambda piece: piece) if ckpt.vocab.byte_level else (lambda piece: piece.encode("utf-8", "surrogateescape"))
@@ -467,7 +471,10 @@ def _inspect_cells(checkpoint_path, text_path, feature_specs, top, max_chars, ab
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
     else:
-        _render_inspection(report)
+        from . import render
+
+        # Results go to stdout; piped into a file they keep full-width rows instead of wrapping at 80 columns.
+        Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160).print(render.inspection(report))
     if html_path is not None:
         from . import html
 
@@ -497,65 +504,6 @@ def _inspection_text(ckpt, text_path):
     if isinstance(text, bytes):
         text = text.decode("latin-1")  # byte-level model: one character per byte
     return text, source
-
-
-def _activation_style(shown: float) -> str:
-    """rich style for a standardized activation (see `html.standardized`): blue below the mean, red above."""
-    from .html import activation_colour
-
-    return f"black on {activation_colour(shown)}"
-
-
-def _render_inspection(report) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from .html import standardized
-
-    # Results go to stdout; piped into a file they keep full-width rows instead of wrapping at 80 columns.
-    out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
-    d = report.to_dict()
-    out.print(f"[bold]{escape(report.text['source'])}[/]: {report.text['chars']:,} characters, "
-              f"loss {report.loss_nats:.4f} nats/char ({d['loss_bpc']:.3f} bpc)"
-              + (f"; skipped {report.text['skipped_chars']:,} characters the model does not know"
-                 if report.text["skipped_chars"] else ""))
-    info = d["feature_info"]
-    for name, findings in d["features"].items():
-        table = Table(title=f"{name} — {info[name]['description']}", title_justify="left", show_edge=False)
-        for column in ("layer", "state", "unit", "metric", "score", "support", "Δloss on / off", "ablation"):
-            table.add_column(column, justify="right" if column not in ("state", "metric", "ablation") else "left")
-        for f in findings:
-            ablation = f["ablation"]
-            delta = "—" if ablation is None else f"{ablation['delta_nats_on']:+.3f} / {ablation['delta_nats_off']:+.3f}"
-            table.add_row(str(f["layer"]), f["state"], str(f["unit"]), f["metric"], f"{f['score']:.3f} {f['direction']}",
-                          f"{f['support']:,}", delta, "—" if ablation is None else ablation["verdict"])
-        out.print()
-        out.print(table)
-        excerpt = d["excerpts"].get(name)
-        if excerpt:
-            for f, activations, centre, scale in zip(findings, excerpt["units"], excerpt["centre"], excerpt["scale"]):
-                line = Text(f"  L{f['layer']} {f['state']}[{f['unit']}] ", style="dim")
-                for ch, shown in zip(excerpt["text"], standardized(activations, centre, scale)):
-                    line.append("↵" if ch == "\n" else ("→" if ch == "\t" else ch), style=_activation_style(shown))
-                out.print(line)
-    for name, reason in d["unscored"].items():
-        out.print(f"[dim]{escape(name)}: not scored — {escape(reason)}[/]")
-    if d["saturation"]:
-        table = Table(title="gate saturation (fraction of time < 0.1 / > 0.9, mean over units)", title_justify="left",
-                      show_edge=False)
-        for column in ("layer", "gate", "left-saturated", "right-saturated"):
-            table.add_column(column, justify="right")
-        for layer, gates in d["saturation"].items():
-            for gate, v in gates.items():
-                table.add_row(layer, gate, f"{v['mean_left']:.3f}", f"{v['mean_right']:.3f}")
-        out.print()
-        out.print(table)
-    if d["gradients"]:
-        out.print()
-        out.print("[bold]gradient reach[/]: mean |d loss_T / d h_(T−k)|, relative to k = 0")
-        for layer, norms in enumerate(d["gradients"]["norm_by_layer"]):
-            cells = "  ".join(f"k={k}: {norms[k] / norms[0]:.2e}" for k in (1, 5, 10, 25, 50, 100) if k < len(norms))
-            out.print(f"  layer {layer}: {cells}")
 
 
 # --- info and report -----------------------------------------------------------------------------------------

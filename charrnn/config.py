@@ -66,11 +66,14 @@ class TrainConfig(DictRoundTrip):
     max_bad_steps: int = 20  # consecutive steps with a non-finite loss/gradient/update before training stops
     eval_every: int = 250  # steps between validation passes (and checkpoints)
     log_every: int = 10  # steps between reading the loss back from the device
+    sample_every: int = 1000  # steps between short samples shown while training (0: none)
     val_fraction: float = 0.05  # contiguous splits: train, then validation, then test
     test_fraction: float = 0.05
     seed: int = 0  # same seed, same machine: bit-identical run
 
     def __post_init__(self):
+        if self.sample_every < 0:
+            raise ConfigError(f"sample-every must be >= 0 (0: no samples), got {self.sample_every}")
         for name in ("batch_size", "seq_length", "eval_every", "log_every", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

@@ -6,6 +6,7 @@ Everything that comes from a corpus or a file name is printed as rich `Text` (ne
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Sequence
 
 from rich.console import Group
@@ -121,3 +122,166 @@ def checkpoint_info(info: dict[str, Any]) -> Table:
     for key, value in rows:
         table.add_row(key, Text(value))
     return table
+
+
+# --- training ------------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class TrainingView:
+    """Renders training events on a console (stderr): on a terminal a live display — a bar for the current
+    epoch and one for the run, with ETA — and in a log plain lines without control codes: one per validation,
+    one at most every `plain_every_s` seconds of training, and the samples.
+
+    Use as a context manager; pass `handle` as the training callback.
+    """
+
+    def __init__(self, console, max_time: float | None = None, quiet: bool = False, plain_every_s: float = 30.0):
+        self.console, self.max_time, self.quiet, self.plain_every_s = console, max_time, quiet, plain_every_s
+        self.live = console.is_terminal and not quiet
+        self.progress = None
+        self.val_text, self.last_val, self.last_plain = "—", None, None
+        self.layout = None
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description:>11}"), BarColumn(bar_width=28), TextColumn("{task.fields[info]}"),
+            TextColumn("ETA"), TimeRemainingColumn(), console=self.console, disable=not self.live)
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def print(self, *things) -> None:
+        if not self.quiet:
+            self.console.print(*things)
+
+    def handle(self, event) -> None:
+        kind = type(event).__name__
+        getattr(self, f"_on_{kind.lower()}", lambda e: None)(event)
+
+    def _on_started(self, event) -> None:
+        layout = self.layout = event.layout
+        for warning in event.warnings:
+            self.console.print(Text.assemble(("warning: ", "yellow"), warning))
+        steps = f"{layout.steps_per_epoch:,} step{'s' if layout.steps_per_epoch != 1 else ''}"
+        resumed = f", resuming at step {event.resumed_step:,}" if event.resumed_step else ""
+        self.print(f"{event.num_params:,} parameters; batch {layout.batch_size} × window {layout.seq_length}, "
+                   f"{steps} per epoch; compiled in {event.compile_s:.1f} s{resumed}")
+        epochs = "" if layout.total_steps is None else f"/{math.ceil(layout.total_steps / layout.steps_per_epoch)}"
+        self.epochs_of = epochs
+        in_epoch = event.resumed_step % layout.steps_per_epoch
+        self.epoch_task = self.progress.add_task(f"epoch {event.resumed_step // layout.steps_per_epoch + 1}{epochs}",
+                                                 total=layout.steps_per_epoch, completed=in_epoch, info="")
+        self.run_task = self.progress.add_task("run", total=layout.total_steps, completed=event.resumed_step, info="")
+        self.start_step, self.last_plain, self.t0 = event.resumed_step, None, time.perf_counter()
+
+    def _train_text(self, event) -> str:
+        return f"train {event.train_nats:.3f} ({event.train_nats / math.log(2):.2f} bpc)"
+
+    def _on_logged(self, event) -> None:
+        layout = self.layout
+        epoch_index, in_epoch = divmod(event.step, layout.steps_per_epoch)
+        skipped = f"  {event.skipped_steps} skipped" if event.skipped_steps else ""
+        info = (f"{self._train_text(event)}  val {self.val_text}  lr {event.learning_rate:.2e}  "
+                f"{event.chars_per_s:,.0f} chars/s{skipped}")
+        self.progress.update(self.epoch_task, description=f"epoch {epoch_index + 1}{self.epochs_of}",
+                             completed=in_epoch, info=info)
+        total = f"/{layout.total_steps:,}" if layout.total_steps else ""
+        self.progress.update(self.run_task, completed=event.step, info=f"step {event.step:,}{total}")
+        if not self.live and (self.last_plain is None or event.elapsed_s - self.last_plain >= self.plain_every_s):
+            self.last_plain = event.elapsed_s
+            self.print(f"step {event.step:>7,}  epoch {event.epoch:.2f}  {info}  ETA {self._eta(event)}")
+
+    def _eta(self, event) -> str:
+        """Time left: by the steps still to go at this session's pace, or by --max-time if that comes first."""
+        done, spent = event.step - self.start_step, time.perf_counter() - self.t0
+        if done <= 0:
+            return "?"
+        left = [] if self.layout.total_steps is None else [(self.layout.total_steps - event.step) * spent / done]
+        if self.max_time is not None:
+            left.append(max(self.max_time - spent, 0.0))
+        return _duration(min(left)) if left else "?"
+
+    def _on_evaluated(self, event) -> None:
+        bpc = event.val_nats / math.log(2)
+        trend = "" if self.last_val is None else f" {'↓' if event.val_nats < self.last_val else '↑'}{abs(event.val_nats - self.last_val):.3f}"
+        self.last_val = event.val_nats
+        self.val_text = f"{event.val_nats:.3f}{trend}"
+        line = Text(f"step {event.step:>7,}  val {event.val_nats:.4f} nats ({bpc:.3f} bpc){trend}")
+        if event.is_best:
+            line.append("  best", style="green")
+        self.print(line)
+
+    def _on_sampled(self, event) -> None:
+        for temperature, text in event.samples.items():
+            shown = text.replace("\n", "↵ ").replace("\r", "␍")
+            self.print(Text.assemble((f"  sample at step {event.step:,}, temperature {temperature}: ", "dim"), shown))
+
+
+# --- inspect-cells -----------------------------------------------------------------------------------------------
+
+
+def _excerpt_line(label: str, text: str, shown: Sequence[float]) -> Text:
+    """One excerpt: each character on a background coloured by its standardized activation."""
+    from .html import activation_colour
+
+    line = Text(label, style="dim")
+    for ch, v in zip(text, shown):
+        line.append("↵" if ch == "\n" else "→" if ch == "\t" else ch, style=f"black on {activation_colour(v)}")
+    return line
+
+
+def inspection(report) -> Group:
+    """The inspect-cells report: per feature the best units (score, support, ablation) with a coloured excerpt
+    under each, the features that could not be scored, gate saturation and, if measured, gradient reach."""
+    from .html import standardized
+
+    d = report.to_dict()
+    parts: list[Any] = [Text.assemble(
+        (report.text["source"], "bold"),
+        f": {report.text['chars']:,} characters, loss {report.loss_nats:.4f} nats/char ({d['loss_bpc']:.3f} bpc)",
+        f"; skipped {report.text['skipped_chars']:,} characters the model does not know"
+        if report.text["skipped_chars"] else "")]
+    info = d["feature_info"]
+    for name, findings in d["features"].items():
+        table = Table(title=Text(f"{name} — {info[name]['description']}"), title_justify="left", show_edge=False)
+        for column in ("layer", "state", "unit", "metric", "score", "support", "Δloss on / off", "ablation"):
+            table.add_column(column, justify="left" if column in ("state", "metric", "ablation") else "right")
+        for f in findings:
+            a = f["ablation"]
+            table.add_row(str(f["layer"]), f["state"], str(f["unit"]), f["metric"], f"{f['score']:.3f} {f['direction']}",
+                          f"{f['support']:,}", "—" if a is None else f"{a['delta_nats_on']:+.3f} / {a['delta_nats_off']:+.3f}",
+                          "—" if a is None else a["verdict"])
+        parts += [Text(""), table]
+        excerpt = d["excerpts"].get(name)
+        if excerpt:
+            for f, values, centre, scale in zip(findings, excerpt["units"], excerpt["centre"], excerpt["scale"]):
+                parts.append(_excerpt_line(f"  L{f['layer']} {f['state']}[{f['unit']}] ", excerpt["text"],
+                                           standardized(values, centre, scale)))
+    for name, reason in d["unscored"].items():
+        parts.append(Text(f"{name}: not scored — {reason}", style="dim"))
+    if d["saturation"]:
+        table = Table(title="gate saturation (fraction of time < 0.1 / > 0.9, mean over units)", title_justify="left",
+                      show_edge=False)
+        for column in ("layer", "gate", "left-saturated", "right-saturated"):
+            table.add_column(column, justify="right")
+        for layer, gates in d["saturation"].items():
+            for gate, v in gates.items():
+                table.add_row(layer, gate, f"{v['mean_left']:.3f}", f"{v['mean_right']:.3f}")
+        parts += [Text(""), table]
+    if d["gradients"]:
+        parts += [Text(""), Text("gradient reach: mean |d loss_T / d h_(T−k)|, relative to k = 0", style="bold")]
+        for layer, norms in enumerate(d["gradients"]["norm_by_layer"]):
+            reach = "  ".join(f"k={k}: {norms[k] / norms[0]:.2e}" for k in (1, 5, 10, 25, 50, 100) if k < len(norms))
+            parts.append(Text(f"  layer {layer}: {reach}"))
+    return Group(*parts)

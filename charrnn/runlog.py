@@ -92,11 +92,8 @@ class MetricsWriter:
             tmp = self.path.with_name(f".{METRICS}.{os.getpid()}.tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
             os.replace(tmp, self.path)
-        self.file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
+        # Opened per record (a few a second at most): no handle to leak, and each line is on disk when written.
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

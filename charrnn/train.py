@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import checkpoint, data, model
+from . import checkpoint, data, model, runlog
 from .config import ModelConfig, TrainConfig
 
 LN2 = math.log(2.0)
@@ -97,6 +97,12 @@ class Evaluated:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sampled:
+    step: int
+    samples: dict[float, str]  # temperature -> text (bytes shown as latin-1)
+
+
+@dataclasses.dataclass(frozen=True)
 class Finished:
     step: int
     reason: str  # "max_steps", "max_epochs", "max_time", "interrupted", "diverged"
@@ -104,6 +110,35 @@ class Finished:
     best: Path
     latest: Path
     elapsed_s: float
+
+
+def record(event) -> Optional[dict[str, Any]]:
+    """The metrics.jsonl record for an event (see `charrnn.runlog`), or None for events that have none."""
+    if isinstance(event, Logged):
+        return {"event": "log", "step": event.step, "epoch": round(event.epoch, 4), "train_nats": event.train_nats,
+                "train_bpc": event.train_nats / LN2, "grad_norm": event.grad_norm,
+                "learning_rate": event.learning_rate, "chars_per_s": round(event.chars_per_s, 1),
+                "elapsed_s": round(event.elapsed_s, 3), "skipped_steps": event.skipped_steps}
+    if isinstance(event, Evaluated):
+        return {"event": "eval", "step": event.step, "val_nats": event.val_nats, "val_bpc": event.val_nats / LN2,
+                "best_val_nats": event.best_val_nats, "is_best": event.is_best, "eval_s": round(event.seconds, 3)}
+    if isinstance(event, Sampled):
+        return {"event": "sample", "step": event.step,
+                "samples": [{"temperature": t, "text": text} for t, text in event.samples.items()]}
+    return None
+
+
+SAMPLE_CHARS = 200  # length of the samples shown while training
+SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
+
+
+def sample_now(params, model_config: ModelConfig, vocab: data.Vocabulary, step: int) -> dict[float, str]:
+    """A short sample at a few temperatures, for watching a model improve; seeded by the step."""
+    from . import sample
+
+    return {t: vocab.printable(np.concatenate(list(sample.stream(params, model_config, vocab, length=SAMPLE_CHARS,
+                                                                 temperature=t, seed=step * 10 + k)), axis=1)[0])
+            for k, t in enumerate(SAMPLE_TEMPERATURES)}
 
 
 class TrainingDiverged(Exception):
@@ -294,9 +329,10 @@ def train(
       corpus: the encoded corpus; it is split by `config.val_fraction` / `config.test_fraction`.
       model_config: the architecture (its vocab_size must match the corpus's vocabulary).
       config: the training configuration.
-      out_dir: where ``best.safetensors`` and ``latest.safetensors`` go.
+      out_dir: where ``best.safetensors`` and ``latest.safetensors`` go, with the run's records
+        ``run.json`` and ``metrics.jsonl`` (see `charrnn.runlog`).
       resume: a checkpoint to continue from (same architecture and corpus), at its step.
-      callback: receives `Started`, `Logged`, `Evaluated` and `Finished` events.
+      callback: receives `Started`, `Logged`, `Evaluated`, `Sampled` and `Finished` events.
       should_stop: polled at each step boundary; True saves a checkpoint and stops ("interrupted").
         After `config.max_bad_steps` consecutive non-finite steps training stops ("diverged") and raises
         `TrainingDiverged`; the last checkpoint holds the last good parameters.
@@ -321,6 +357,18 @@ def train(
         state = init_state(model_config, config, optimizer, B)
         history, best = [], None
     start_step = int(state.step)
+    # Time already spent before a resume, so the records' elapsed time runs on.
+    elapsed_before = float(history[-1].get("elapsed_s") or 0.0) if resume is not None and history else 0.0
+    runlog.write_run_info(out_dir, {
+        "model": model_config.to_dict(), "train": config.to_dict(), "corpus": corpus.info.to_dict(),
+        "splits": splits.to_dict(), "layout": dataclasses.asdict(layout), "resumed_from_step": start_step or None})
+    records = runlog.MetricsWriter(out_dir, resume_step=start_step if resume is not None else None)
+
+    def emit(event) -> None:
+        entry = record(event)
+        if entry is not None:
+            records.write(entry)
+        callback(event)
 
     dtype = _token_dtype(model_config.vocab_size)
     inputs, targets = (jnp.asarray(a.astype(dtype)) for a in data.streams(train_ids, B))
@@ -363,7 +411,7 @@ def train(
         best = val_nats if is_best else best
         history.append({"step": step, "val_nats": val_nats, "val_bpc": val_nats / LN2,
                         "train_nats": float(last_metrics["loss"]) if last_metrics is not None else None,
-                        "elapsed_s": time.perf_counter() - t_start})
+                        "elapsed_s": elapsed_before + time.perf_counter() - t_start})
         info = {"best_val_nats": best, "val_nats": val_nats, "epoch": step / layout.steps_per_epoch}
         ckpt = _checkpoint(state, corpus, splits, model_config, config, layout, info, history)
         blob = checkpoint.to_bytes(ckpt)
@@ -377,7 +425,7 @@ def train(
                     f"could not write the checkpoint at step {step} to {path} ({e.strerror or e}); {kept}; "
                     f"free some space or choose another --out, then --resume") from None
         last_eval_step = step
-        callback(Evaluated(step, val_nats, best, is_best, time.perf_counter() - te, latest_path))
+        emit(Evaluated(step, val_nats, best, is_best, time.perf_counter() - te, latest_path))
 
     while True:
         if layout.total_steps is not None and step >= layout.total_steps:
@@ -399,9 +447,9 @@ def train(
             skipped += sum(1 for m in fetched if not m["ok"])
             now = time.perf_counter()
             losses = [m["loss"] for m in fetched if m["ok"]]
-            callback(Logged(step, step / layout.steps_per_epoch, float(np.mean(losses)) if losses else float("nan"),
-                            float(last_metrics["grad_norm"]), float(schedule(step)),
-                            (step - log_step) * B * T / max(now - t_log, 1e-9), now - t_start, skipped))
+            emit(Logged(step, step / layout.steps_per_epoch, float(np.mean(losses)) if losses else float("nan"),
+                        float(last_metrics["grad_norm"]), float(schedule(step)),
+                        (step - log_step) * B * T / max(now - t_log, 1e-9), elapsed_before + now - t_start, skipped))
             t_log, log_step = now, step
             if int(state.bad_steps) >= config.max_bad_steps:
                 reason = "diverged"
@@ -411,6 +459,9 @@ def train(
             if not_finite:
                 reason = "diverged"
                 break
+        if config.sample_every and step % config.sample_every == 0:
+            emit(Sampled(step, sample_now(state.params, model_config, corpus.vocab, step)))
+            t_log = time.perf_counter()  # sampling time is not training time
 
     if pending:
         fetched = jax.device_get(pending)

@@ -35,10 +35,11 @@ def invoke(*args, **kwargs):
     return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
 
 
-def assert_user_error(result, *fragments) -> str:
-    """The result is a one-line user error naming every fragment; returns the message."""
+def assert_user_error(result, *fragments, code: int = 1) -> str:
+    """The result is a one-line user error naming every fragment (exit code 1; 2 for a malformed command line
+    or configuration file); returns the message."""
     assert isinstance(result.exception, SystemExit), f"uncaught {result.exc_info!r}\n{result.stderr}"
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -158,10 +159,10 @@ def test_train_rejects_options_out_of_range(tmp_path, option, value, named):
 def test_train_refuses_to_overwrite_checkpoints_in_out_without_force(run, tmp_path):
     taken = tmp_path / "taken"
     shutil.copytree(run["out"], taken)
-    before = (taken / "best.safetensors").read_bytes()
+    before = {p.name: p.read_bytes() for p in taken.iterdir()}
+    assert {"best.safetensors", "latest.safetensors"} <= set(before)
     assert_user_error(invoke("train", run["corpus"], *TINY, "--out", taken), str(taken), "--force")
-    assert (taken / "best.safetensors").read_bytes() == before
-    assert sorted(p.name for p in taken.iterdir()) == ["best.safetensors", "latest.safetensors"]
+    assert {p.name: p.read_bytes() for p in taken.iterdir()} == before  # every file as it was, nothing added
 
 
 def test_train_rejects_out_that_is_a_file(run, tmp_path):
@@ -405,3 +406,89 @@ def test_sample_rejects_prime_with_unknown_characters(run):
 def test_sample_rejects_prime_with_unknown_characters_before_printing_anything(run):
     result = sample(run["out"], "--prime", "café ☃", "--length", "5")
     assert_user_error(result, "'☃'")
+
+
+# --- watching, records, reports, info, configuration --------------------------------------------------------------
+
+
+def test_training_in_a_log_is_plain_lines_with_samples(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--sample-every", "10",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\r" not in done.stderr  # no control codes in a log
+    lines = done.stderr.splitlines()
+    assert any(re.match(r"step +10  epoch 0\.\d\d  train \d\.\d{3} \(\d\.\d\d bpc\)  val .*lr .*chars/s  ETA", l) for l in lines)
+    assert any(re.match(r"step +20  val \d\.\d{4} nats \(\d\.\d{3} bpc\) [↓↑]", l) for l in lines)
+    assert sum("sample at step 10, temperature" in l for l in lines) == 3
+    assert done.stdout.strip() == str(tmp_path / "run" / "best.safetensors")
+
+
+def test_a_run_keeps_its_metrics_and_settings(run):
+    import json
+
+    from charrnn import runlog
+
+    records = runlog.read_metrics(run["out"])
+    logs = [r for r in records if r["event"] == "log"]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["step"] for r in evals] == [10, 20] and [r["step"] for r in logs] == [10, 20]
+    assert all(r["train_bpc"] == pytest.approx(r["train_nats"] / np.log(2)) for r in logs)
+    info = json.loads((run["out"] / "run.json").read_text())
+    assert info["model"]["hidden_size"] == 16 and info["train"]["max_steps"] == 20
+    assert len(info["corpus"]["sha256"]) == 64 and info["versions"]["jax"]
+
+
+def test_info_describes_a_checkpoint(run):
+    import json
+
+    result = invoke("info", run["out"])
+    assert result.exit_code == 0, result.output
+    for fragment in ("1-layer LSTM, 16 units", "parameters", "vocabulary", "step", "20", "format version", "sha256"):
+        assert fragment in result.stdout
+    details = json.loads(invoke("info", run["out"], "--json").stdout)
+    assert details["step"] == 20 and details["model"]["cell"] == "lstm"
+    assert set(details["vocabulary"]["symbols"]) == set(CORPUS_TEXT)
+
+
+def test_report_compares_runs_and_writes_a_page(run, tmp_path):
+    other = tmp_path / "other"
+    assert invoke("train", run["corpus"], *TINY, "--hidden-size", "8", "--out", other).exit_code == 0
+    page = tmp_path / "report.html"
+    result = invoke("report", run["out"], other, "--html", page)
+    assert result.exit_code == 0, result.output
+    assert "settings that differ" in result.stdout and "model.hidden_size" in result.stdout
+    assert "validation loss" in result.stdout and page.read_text().count("<polyline") == 4
+    assert_user_error(invoke("report", tmp_path / "nothing-here"), "not a run directory")
+
+
+def test_options_can_come_from_a_toml_file_and_the_command_line_wins(run, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('hidden-size = 12\nnum_layers = 1\nembedding_size = 4\nseq_length = 16\nbatch_size = 4\n'
+                      'max_steps = 5\neval_every = 5\n')
+    result = invoke("train", run["corpus"], "--config", config, "--max-steps", "3", "--out", tmp_path / "r", "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["step"] == 3 and summary["reason"] == "max_steps"
+    assert json.loads(invoke("info", tmp_path / "r", "--json").stdout)["model"]["hidden_size"] == 12
+    config.write_text("hiden_size = 12\n")
+    assert_user_error(invoke("train", run["corpus"], "--config", config), "hiden_size", "known:", "hidden-size", code=2)
+    config.write_text("hidden_size = \n")
+    assert_user_error(invoke("train", run["corpus"], "--config", config), "not valid TOML", code=2)
+
+
+def test_quiet_training_prints_only_the_checkpoint(run, tmp_path):
+    result = invoke("train", run["corpus"], *TINY, "--max-steps", "5", "--out", tmp_path / "q", "--quiet")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert result.stdout.strip() == str(tmp_path / "q" / "best.safetensors")
+
+
+def test_sample_json_for_scripts(run):
+    import json
+
+    result = sample(run["out"], "--length", "30", "--num-samples", "2", "--seed", "4", "--prime", "The", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    d = json.loads(result.stdout)
+    assert d["seed"] == 4 and len(d["samples"]) == 2 and all(s.startswith("The") and len(s) == 33 for s in d["samples"])

@@ -30,7 +30,6 @@ def make_run(run_dir, hidden=8, val=(2.0, 1.5, 1.7), speeds=(1000.0, 3000.0, 200
             writer.write({"event": "log", "step": 10 * i + 5, "train_nats": 2.5 - i / 2, "chars_per_s": speed,
                           "elapsed_s": 5.0 * i + 2})
             writer.write({"event": "eval", "step": 10 * (i + 1), "val_nats": v, "elapsed_s": 5.0 * (i + 1)})
-        writer.close()
     return run_dir
 
 
@@ -46,7 +45,6 @@ def test_resumed_metrics_drop_records_past_the_checkpoint(tmp_path):
     make_run(tmp_path)
     writer = runlog.MetricsWriter(tmp_path, resume_step=20)
     writer.write({"event": "log", "step": 21})
-    writer.close()
     assert [r["step"] for r in runlog.read_metrics(tmp_path)] == [5, 10, 15, 20, 21]
 
 
