@@ -250,8 +250,9 @@ class Ablation:
     """What clamping one unit to its mean does to the loss (nats per character, ablated minus intact).
 
     on: mean change where the feature is on (binary) or above its median (count); off: elsewhere.
-    verdict: "needed" if the loss rises on the feature by at least 0.01 nats and at least twice as much as
-    elsewhere; "diffuse" if it rises about as much everywhere; "not needed" if it barely rises on the feature.
+    verdict (see `verdict`): "needed on the feature", "needed off the feature", "needed everywhere" or
+    "not needed". A unit that holds a binary state can matter on either side of it: a quote unit may be what
+    tells the model it has *left* the quotes.
     """
 
     delta_on: float
@@ -264,15 +265,18 @@ class Ablation:
                 "verdict": self.verdict}
 
 
-NEEDED_NATS = 0.01
+NEEDED_NATS = 0.01  # a loss rise smaller than this, per character, is not worth a claim
 
 
 def verdict(delta_on: float, delta_off: float) -> str:
-    if delta_on < NEEDED_NATS:
-        return "not needed"
-    if delta_on >= 2.0 * max(delta_off, 0.0):
-        return "needed"
-    return "diffuse"
+    """Where the model needs a unit: the loss rises by at least NEEDED_NATS on one side and at least twice as
+    much as on the other ("on" / "off the feature"), by that much on both ("everywhere"), or on neither."""
+    on, off = delta_on >= NEEDED_NATS, delta_off >= NEEDED_NATS
+    if on and delta_on >= 2.0 * max(delta_off, 0.0):
+        return "needed on the feature"
+    if off and delta_off >= 2.0 * max(delta_on, 0.0):
+        return "needed off the feature"
+    return "needed everywhere" if on or off else "not needed"
 
 
 def ablated_nll(params, config: ModelConfig, ids: np.ndarray, units: Sequence[Unit], means: Sequence[float],

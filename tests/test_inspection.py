@@ -139,9 +139,10 @@ def test_ablation_clamps_each_unit_in_its_own_batch_row():
 
 
 def test_ablation_verdicts():
-    assert inspection.verdict(0.2, 0.01) == "needed"
-    assert inspection.verdict(0.2, 0.15) == "diffuse"
-    assert inspection.verdict(0.001, 0.0) == "not needed"
+    assert inspection.verdict(0.2, 0.01) == "needed on the feature"
+    assert inspection.verdict(0.001, 0.05) == "needed off the feature"  # e.g. a quote unit that marks leaving quotes
+    assert inspection.verdict(0.2, 0.15) == "needed everywhere"
+    assert inspection.verdict(0.001, 0.0) == "not needed" and inspection.verdict(0.009, -0.3) == "not needed"
 
 
 def test_saturation_fractions(params):
