@@ -1,0 +1,426 @@
+"""Fast recurrent stacks for training and evaluation: a hand-written backward pass, as cuDNN and oneDNN do it.
+
+Same equations as `charrnn.cells` (see its docstring), same parameters, same results up to float rounding; only
+the way the work is laid out differs. `run_layers` is what `model.run_layers` calls when nothing but the hidden
+states is asked for (training, evaluation); the plain `cells.scan` stays the reference and serves inspection.
+
+What is different from autodiff of `cells.scan`:
+
+1. **The backward pass runs its own reverse scan, for the recurrent chain only.** Autodiff of a scan also
+   accumulates ``dU += h_{t-1}^T da_t`` at every step, a (H, B) @ (B, G*H) product too thin to keep a CPU's
+   matmul units busy, plus a loop-carried (H, G*H) accumulator. Here the reverse scan does only the truly
+   sequential part::
+
+       da_t       = (gradient reaching h_t, c_t) through the gate nonlinearities     (B, G*H)
+       dh_{t-1}  += da_t[:, :R] @ U[:, :R]^T                                       (B, H)
+
+   and after it every weight gradient is ONE large matmul over the whole window::
+
+       dU = [h_0 .. h_{T-1}]^T @ [da_1 .. da_T]        (H, T*B) @ (T*B, G*H)
+
+   da is also the gradient of the layer's input projection ``W x_t + b``, so dW, db and the gradient of the
+   layer below come from whole-window matmuls too (by autodiff of `cells.Cell.project_inputs` for the first
+   layer).
+
+2. **Every gate goes through ONE tanh.** σ(x) = (1 + tanh(x/2)) / 2, so the whole (B, G*H) pre-activation
+   block is scaled, passed through a single tanh and rescaled. On XLA:CPU that is several times faster than a
+   logistic and a tanh on (B, H) slices, and the backward pass then needs no transcendental at all: the
+   derivatives follow from the saved activations (σ' = σ(1 − σ), tanh' = 1 − tanh²).
+
+3. **Small layers run as a wavefront.** With `wavefront=True` one scan iteration computes layer l at time
+   t − l for every layer at once (T + L − 1 iterations instead of L·T), and one matmul per layer,
+   ``h^l @ [U_l | W_{l+1}]``, yields both layer l's recurrent term and layer l+1's input projection. The
+   backward pass is the mirror image (``da^l @ [U_l | W_l]^T``). Small layers are bound by the fixed cost of
+   each loop iteration and each kernel, not by arithmetic, so halving both pays; large layers prefer the
+   input projections hoisted out of the loop as whole-window matmuls (layer by layer, `wavefront=False`).
+
+Saved for the backward pass, per layer and step (all (B, ·), stacked over the scan): the hidden state h_t (it
+is also the output), the cell state c_t (LSTM), the gate activations (LSTM: f, i, o, g, (B, 4H); GRU: z, r,
+(B, 2H) and ĥ, (B, H)) and tanh(c_t) (LSTM), because recomputing them would repeat the transcendentals the
+backward pass avoids. The states entering each step (h_{t-1}, c_{t-1}) are rebuilt from these by a shift.
+Nothing else: the GRU's r ∘ h_{t-1} for dU_h is recomputed over the whole window at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from . import cells
+
+Carry = cells.Carry
+
+# model.run_layers takes this path when True; benchmarks set it False for an A/B against the plain cells.scan.
+ENABLED = True
+
+
+def keep_freed_memory() -> bool:
+    """Makes glibc keep freed memory of up to 64 MB blocks for reuse. Returns whether it could. Called at import.
+
+    XLA:CPU allocates each run's temporaries as one block from a worker thread. glibc serves a block above its
+    mmap threshold (at most 32 MB) with a fresh mmap every run, and the kernel zero-fills every page of it on
+    first touch: a 2x128 LSTM step at batch 50, window 50 needs a ~42 MB block, about 10,700 page faults and a
+    quarter of the step's time on a 2-core machine (measured: 0.021 s of system time per 0.07 s of compute).
+    With mmap off and trimming only above 64 MB, such a block comes from the worker thread's own arena heap
+    (glibc caps those heaps at 64 MB) and the next run reuses its pages: 130 faults per step instead.
+
+    Larger blocks still fall back to mmap, exactly as before, which keeps the peak memory where it was.
+    (Forcing them into the main heap too, with a single arena, removes their faults as well, but the heap then
+    fragments between steps: a 3x512 LSTM's peak RSS went from 1.1 GB to 2.2 GB, measured.) Two process-wide
+    malloc settings change, and they may change at any time, before or after JAX starts. The cost: freed
+    memory of any size stays with the process until 64 MB of it is free at the top of a heap. Set
+    CHARRNN_DEFAULT_MALLOC=1 to leave the allocator alone.
+    """
+    if os.environ.get("CHARRNN_DEFAULT_MALLOC") == "1" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h; mallopt returns 1 on success
+    return libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20) == 1
+
+
+keep_freed_memory()
+
+# Layers up to this size run as a wavefront by default (see `run_layers`); measured on a 2-core AVX-512 CPU.
+WAVEFRONT_MAX_HIDDEN = 256
+
+
+# --- the cells' maths, split into what the generic loops need ---------------------------------------------------
+
+
+def _activate(a: jax.Array, num_sigmoid: int, H: int) -> jax.Array:
+    """σ on the first `num_sigmoid` gate blocks of `a` (..., G*H), tanh on the rest, through one tanh call."""
+    num_tanh = a.shape[-1] // H - num_sigmoid
+    half = jnp.concatenate([jnp.full((num_sigmoid * H,), 0.5, a.dtype), jnp.ones((num_tanh * H,), a.dtype)])
+    return jnp.tanh(a * half) * half + (1.0 - half)
+
+
+class _Math(NamedTuple):
+    """One cell kind, as the generic forward and backward loops use it.
+
+    The first recurrent product of a step is ``hu = h_{t-1} @ U[:, :R]`` with R = `num_rec` * H (all gates for
+    rnn and lstm; z and r for the gru, whose ĥ needs a second product after the reset gate).
+
+    forward(U, carry, x_t, hu) -> (carry_t, saved_t)
+    backward(U, dh_t, drest_t, saved_t, prev_t, carry_t) -> (da_t, dh_direct, drest_prev)
+        dh_t: total gradient reaching h_t; drest_t: gradients reaching the rest of the carry (c_t);
+        prev_t: the carry entering the step; da_t (B, G*H): gradient of the pre-activations;
+        dh_direct: the part of dh_{t-1} that does not go through ``hu`` (None if nothing), so that
+        ``dh_{t-1} = dh_direct + da_t[:, :R] @ U[:, :R]^T``; drest_prev: gradient reaching c_{t-1}.
+    weight_grad(h_prev, da, saved) -> dU over the window: h_prev (T, B, H), da (T, B, G*H).
+    """
+
+    num_rec: int
+    forward: Callable
+    backward: Callable
+    weight_grad: Callable
+
+
+def _rnn_forward(U, carry, x_t, hu):
+    h = jnp.tanh(x_t + hu)
+    return (h,), ()
+
+
+def _rnn_backward(U, dh, drest, saved, prev, carry):
+    (h,) = carry
+    return dh * (1.0 - h * h), None, ()
+
+
+def _lstm_forward(U, carry, x_t, hu):
+    _, c = carry
+    act = _activate(x_t + hu, 3, c.shape[-1])  # f, i, o, g
+    f, i, o, g = jnp.split(act, 4, axis=-1)
+    c = f * c + i * g
+    tc = jnp.tanh(c)
+    return (o * tc, c), (act, tc)
+
+
+def _lstm_backward(U, dh, drest, saved, prev, carry):
+    (dc,) = drest
+    act, tc = saved
+    _, c_prev = prev
+    f, i, o, g = jnp.split(act, 4, axis=-1)
+    dc = dc + dh * o * (1.0 - tc * tc)
+    # da = [dc c_{t-1}, dc g, dh tanh(c), dc i] ∘ (gate slopes), written as full-width products of concatenated
+    # loads: XLA:CPU then emits one loop for all four gates (per-gate expressions cost four loops and a copy).
+    da = jnp.concatenate([dc, dc, dh, dc], axis=-1) * jnp.concatenate([c_prev, g, tc, i], axis=-1) * _slope(act, 3, dc.shape[-1])
+    return da, None, (dc * f,)
+
+
+def _slope(act, num_sigmoid, H):
+    """dact/da from the activations: σ' = σ(1 − σ) on the first `num_sigmoid` blocks, tanh' = 1 − tanh² after."""
+    is_tanh = jnp.concatenate([jnp.zeros((num_sigmoid * H,), act.dtype),
+                               jnp.ones((act.shape[-1] - num_sigmoid * H,), act.dtype)])
+    return is_tanh + (1.0 - is_tanh) * act - act * act
+
+
+def _gru_forward(U, carry, x_t, hu):
+    (h,) = carry
+    H = h.shape[-1]
+    zr = _activate(x_t[..., : 2 * H] + hu, 2, H)
+    z, r = zr[..., :H], zr[..., H:]
+    h_hat = jnp.tanh(x_t[..., 2 * H :] + (r * h) @ U[:, 2 * H :])  # reset before the product, as in cells.py
+    return ((1.0 - z) * h + z * h_hat,), (zr, h_hat)
+
+
+def _gru_backward(U, dh, drest, saved, prev, carry):
+    zr, h_hat = saved
+    (h_prev,) = prev
+    H = h_prev.shape[-1]
+    z, r = zr[..., :H], zr[..., H:]
+    da_h = dh * z * (1.0 - h_hat * h_hat)
+    d_rh = da_h @ U[:, 2 * H :].T  # gradient reaching r ∘ h_{t-1}
+    da_z = dh * (h_hat - h_prev) * z * (1.0 - z)
+    da_r = d_rh * h_prev * r * (1.0 - r)
+    return jnp.concatenate([da_z, da_r, da_h], axis=-1), dh * (1.0 - z) + d_rh * r, ()
+
+
+def _outer_sum(a, b):
+    """sum_t a_t^T b_t over the window as one matmul: a (T, B, m), b (T, B, n) -> (m, n)."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _rnn_weight_grad(h_prev, da, saved):
+    return _outer_sum(h_prev, da)
+
+
+def _gru_weight_grad(h_prev, da, saved):
+    zr, _ = saved
+    H = h_prev.shape[-1]
+    r = zr[..., H:]
+    return jnp.concatenate([_outer_sum(h_prev, da[..., : 2 * H]), _outer_sum(r * h_prev, da[..., 2 * H :])], axis=-1)
+
+
+_MATH = {
+    "rnn": _Math(1, _rnn_forward, _rnn_backward, _rnn_weight_grad),
+    "lstm": _Math(4, _lstm_forward, _lstm_backward, _rnn_weight_grad),
+    "gru": _Math(2, _gru_forward, _gru_backward, _gru_weight_grad),
+}
+
+
+# --- the wavefront: L layers in one scan, layer l at time t - l -------------------------------------------------
+
+
+class _Spec(NamedTuple):
+    """Static description of a stack call (hashable: it is a nondiff argument of the custom VJP)."""
+
+    kind: str
+    num_layers: int
+    steps: int  # T
+    unroll: int
+    rate: float  # dropout rate between layers (0: none)
+
+
+def _pad(a, front, back):
+    """Pads the leading (time) axis with zeros, to align per-time arrays with wavefront iterations."""
+    if front == 0 and back == 0:
+        return a
+    return jnp.pad(a, [(front, back)] + [(0, 0)] * (a.ndim - 1))
+
+
+def _shift(first, rest):
+    """[first, rest_0 .. rest_{K-2}]: the values entering each iteration, from the initial one and the outputs."""
+    return jnp.concatenate([first[None], rest[:-1]], axis=0)
+
+
+def _drop(keep, x, rate):
+    """Inverted dropout exactly as `model._dropout` applies it: where(keep, x / (1 - rate), 0)."""
+    return x if keep is None else jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def _valid(spec, k, layer):
+    """Whether iteration k computes a real step of `layer` (time k - layer within [0, T))."""
+    return (k >= layer) & (k < spec.steps + layer)
+
+
+def _select(ok, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _forward_scan(spec: _Spec, xp0, Us, Ws, bs, carry0, keeps, save: bool):
+    """The forward wavefront. Returns the final carries and per-iteration outputs, each (K, B, ·), K = T + L - 1:
+    per layer the new carry (h_t first) and, if `save`, what the backward pass needs."""
+    math, L, H = _MATH[spec.kind], spec.num_layers, Us[0].shape[0]
+    R = math.num_rec * H
+    # h^l @ [U_l[:, :R] | W_{l+1}]: layer l's recurrent term and layer l+1's input in one product (without
+    # dropout: with it, layer l+1 sees a masked copy of h^l, so the products are separate).
+    fuse_input = spec.rate == 0.0
+    cat = [jnp.concatenate([Us[l][:, :R], Ws[l]], axis=1) if fuse_input and l < L - 1 else None for l in range(L)]
+
+    def body(carries, inp):
+        k, x0, keep_k = inp
+        hu, x_in = [None] * L, [x0] + [None] * (L - 1)
+        for l in range(L):
+            h = carries[l][0]
+            if cat[l] is not None:
+                prod = h @ cat[l]
+                hu[l], x_in[l + 1] = prod[:, :R], prod[:, R:] + bs[l]
+            else:
+                hu[l] = h @ Us[l][:, :R]
+                if l < L - 1:
+                    x_in[l + 1] = _drop(keep_k[l], h, spec.rate) @ Ws[l] + bs[l]
+        new, outs = [], []
+        for l in range(L):
+            carry, saved = math.forward(Us[l], carries[l], x_in[l], hu[l])
+            if L > 1:  # the wavefront's first and last L - 1 iterations leave some layers idle
+                carry = _select(_valid(spec, k, l), carry, carries[l])
+            new.append(carry)
+            outs.append((carry, saved) if save else carry[0])
+        return new, outs
+
+    K = spec.steps + L - 1
+    xs = (jnp.arange(K), _pad(xp0, 0, L - 1), [_pad(m, l + 1, L - 2 - l) for l, m in enumerate(keeps)])
+    return jax.lax.scan(body, list(carry0), xs, unroll=spec.unroll)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _stack(spec: _Spec, xp0, Us, Ws, bs, carry0, keeps):
+    """L recurrent layers over T steps. Returns (hs per layer (T, B, H), final carry per layer).
+
+    xp0 (T, B, G*H): the first layer's projected input W_0 x_t + b_0. Us: U per layer (H, G*H). Ws, bs: W and b of
+    layers 1..L-1. carry0: carry per layer. keeps: dropout keep-masks (T, B, H) bool of layers 1..L-1's inputs
+    (empty list without dropout).
+    """
+    final, hs = _forward_scan(spec, xp0, Us, Ws, bs, carry0, keeps, save=False)
+    return [h[l : l + spec.steps] for l, h in enumerate(hs)], final
+
+
+def _stack_fwd(spec, xp0, Us, Ws, bs, carry0, keeps):
+    final, outs = _forward_scan(spec, xp0, Us, Ws, bs, carry0, keeps, save=True)
+    hs = [carry[0][l : l + spec.steps] for l, (carry, _) in enumerate(outs)]
+    return (hs, final), (Us, Ws, carry0, keeps, outs)
+
+
+def _stack_bwd(spec, residuals, cotangents):
+    Us, Ws, carry0, keeps, outs = residuals
+    dhs, dfinal = cotangents
+    math, L, T, H = _MATH[spec.kind], spec.num_layers, spec.steps, Us[0].shape[0]
+    R = math.num_rec * H
+    # The carry entering each iteration (K, B, H), per layer.
+    prev = [jax.tree.map(_shift, carry0[l], outs[l][0]) for l in range(L)]
+    # da^l @ [U_l[:, :R] | W_l]^T: layer l's recurrent gradient and the gradient reaching layer l-1's output.
+    G = Us[0].shape[1]
+    cat = [None] + [jnp.concatenate([Us[l], Ws[l - 1]], axis=0) if R == G else None for l in range(1, L)]
+
+    def body(state, inp):
+        k, dh_out, saved, prev_k, carry_k, keep_k = inp
+        dh_rec, drest, dx_above = state
+        new_rec, new_rest, new_above, das = [], [], [None] * L, []
+        for l in range(L):
+            dh = dh_rec[l] + dh_out[l] + (dx_above[l] if l < L - 1 else 0.0)
+            da, dh_direct, drest_prev = math.backward(Us[l], dh, drest[l], saved[l], prev_k[l], carry_k[l])
+            if L > 1:
+                ok = _valid(spec, k, l)
+                da = jnp.where(ok, da, 0.0)
+            if l == 0:  # the first layer's input gradient is da^0 itself (its projection is outside)
+                rec, below = da[:, :R] @ Us[0][:, :R].T, None
+            elif cat[l] is not None:
+                prod = da @ cat[l].T
+                rec, below = prod[:, :H], prod[:, H:]
+            else:  # gru: only z and r went through the first product, W saw all three gates
+                rec, below = da[:, :R] @ Us[l][:, :R].T, da @ Ws[l - 1].T
+            rec = rec if dh_direct is None else rec + dh_direct
+            if L > 1:
+                rec, drest_prev = _select(ok, (rec, drest_prev), (dh_rec[l], drest[l]))
+            if l > 0:
+                new_above[l - 1] = _drop(keep_k[l - 1] if keep_k else None, below, spec.rate)
+            new_rec.append(rec)
+            new_rest.append(drest_prev)
+            das.append(da)
+        return (new_rec, new_rest, new_above[: L - 1]), das
+
+    K = T + L - 1
+    state0 = ([d[0] for d in dfinal], [tuple(d[1:]) for d in dfinal], [jnp.zeros_like(d[0]) for d in dfinal[:-1]])
+    xs = (
+        jnp.arange(K),
+        [_pad(dhs[l], l, L - 1 - l) for l in range(L)],
+        [outs[l][1] for l in range(L)],
+        prev,
+        [outs[l][0] for l in range(L)],
+        [_pad(m, l + 1, L - 2 - l) for l, m in enumerate(keeps)],
+    )
+    (dh0, drest0, _), das = jax.lax.scan(body, state0, xs, reverse=True, unroll=spec.unroll)
+
+    # Every weight gradient as one matmul over the window (the layer's real iterations l .. l+T-1).
+    window = lambda a, l: jax.tree.map(lambda x: x[l : l + T], a)
+    da = [window(das[l], l) for l in range(L)]
+    h_prev = [window(prev[l][0], l) for l in range(L)]
+    hs = [window(outs[l][0][0], l) for l in range(L)]
+    dUs = [math.weight_grad(h_prev[l], da[l], window(outs[l][1], l)) for l in range(L)]
+    dWs = [_outer_sum(_drop(keeps[l - 1] if keeps else None, hs[l - 1], spec.rate), da[l]) for l in range(1, L)]
+    dbs = [da[l].sum(axis=(0, 1)) for l in range(1, L)]
+    dcarry0 = [(dh0[l], *drest0[l]) for l in range(L)]
+    return da[0], dUs, dWs, dbs, dcarry0, [None] * len(keeps)
+
+
+_stack.defvjp(_stack_fwd, _stack_bwd)
+
+
+# --- entry point ------------------------------------------------------------------------------------------------
+
+
+def dropout_masks(keys: Sequence[Optional[jax.Array]], rate: float, shape: tuple[int, ...]) -> list:
+    """The keep-masks `model._dropout` draws for the inputs of layers 1..L-1: bernoulli(key, 1 - rate, shape)."""
+    if rate == 0.0 or not keys or keys[0] is None:
+        return []
+    return [jax.random.bernoulli(k, 1.0 - rate, shape) for k in keys]
+
+
+def run_layers(
+    cell: cells.Cell,
+    layers: Sequence[cells.Params],
+    x: jax.Array,
+    carry: Sequence[Carry],
+    *,
+    dropout_keys: Sequence[Optional[jax.Array]] = (),
+    dropout: float = 0.0,
+    wavefront: Optional[bool] = None,
+    unroll: int = 1,
+) -> tuple[list, list]:
+    """Stacked recurrent layers over time, the same maths as a loop of `cells.scan` calls.
+
+    Args:
+      cell: the cell kind.
+      layers: per-layer parameters ``{"W": (d, G*H), "U": (H, G*H), "b": (G*H,)}``.
+      x: (T, B, d) inputs of the first layer.
+      carry: per layer, the carry before step 1 (each (B, H)).
+      dropout_keys: the PRNG keys of the dropout on layers 1..L-1's inputs (as `model.run_layers` splits them);
+        empty or None entries with `dropout` 0 mean no dropout.
+      dropout: the dropout rate.
+      wavefront: run all layers in one scan (see the module docstring); None picks by hidden size.
+      unroll: time steps per loop iteration.
+
+    Returns:
+      (final carry per layer, hidden states per layer (T, B, H)).
+    """
+    L, (T, B, _) = len(layers), x.shape
+    H = layers[0]["U"].shape[0]
+    keeps = dropout_masks(list(dropout_keys)[: L - 1], dropout, (T, B, H)) if L > 1 else []
+    rate = dropout if keeps else 0.0
+    if wavefront is None:
+        wavefront = H <= WAVEFRONT_MAX_HIDDEN
+    carry = [tuple(c) for c in carry]
+    if wavefront:
+        spec = _Spec(cell.name, L, T, unroll, rate)
+        xp0 = cell.project_inputs(layers[0], x)
+        Us = [p["U"] for p in layers]
+        hs, final = _stack(spec, xp0, Us, [p["W"] for p in layers[1:]], [p["b"] for p in layers[1:]], carry, keeps)
+        return list(final), hs
+    spec = _Spec(cell.name, 1, T, unroll, 0.0)
+    final, hs = [], []
+    for l, p in enumerate(layers):
+        if l > 0:
+            x = _drop(keeps[l - 1] if keeps else None, x, rate)
+        (h,), (c,) = _stack(spec, cell.project_inputs(p, x), [p["U"]], [], [], [carry[l]], [])
+        final.append(c)
+        hs.append(h)
+        x = h
+    return final, hs
