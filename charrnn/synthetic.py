@@ -38,7 +38,10 @@ import random
 import numpy as np
 
 DEFAULT_SEED = 2015
-LINE_WIDTH = 64
+# Narrow, like a newspaper column. Where a line breaks then matters for one character in 30, so a model has a
+# reason to count the position in the line early in training: with 36 columns the default model grows a
+# column unit (|Spearman| 0.92) in a ten-minute run; with 64 it did not (0.46) in the same time.
+LINE_WIDTH = 36
 DEFAULT_NUM_CHARS = 350_000
 MAX_BRACKET_DEPTH = 4
 
@@ -579,10 +582,27 @@ def _narrate_question(b, r):  # Who could blame Zoë now?
     return "?"
 
 
+def _narrate_with_quote(b, r):  # Zoë whispered "I can't stay here" and turned away.
+    """A short quote inside a narration sentence, so quotes are not only where dialogue paragraphs are."""
+    _subject(b, r)
+    b.word(r.choice(("whispered", "said", "muttered", "called", "shouted", "wrote", "read out")))
+    b.capitalize_next()
+    b.open_quote('"')
+    mark = r.choice(_SPEECH)(b, r)
+    if mark != ".":
+        b.punct(mark)
+    b.close_quote('"')
+    b.word("and")
+    b.word(r.choice(_VERBS_INTRANSITIVE)[1])
+    if r.random() < 0.5:
+        b.words(r.choice(_ADVERBS))
+    return "."
+
+
 _NARRATION = (
     _narrate_simple, _narrate_simple, _narrate_simple, _narrate_fronted, _narrate_fronted,
     _narrate_compound, _narrate_compound, _narrate_when, _narrate_dash, _narrate_trailing,
-    _narrate_question,
+    _narrate_question, _narrate_with_quote, _narrate_with_quote,
 )  # fmt: skip
 
 
@@ -778,14 +798,7 @@ _SPEECH = (
 
 
 def _spoken_sentence(b: _Builder, r: random.Random) -> str:
-    """One sentence of dialogue, with its final mark left for the caller; returns that mark.
-
-    Half the time the speaker tells what happened, in the very sentences the narration uses: then nothing
-    in the sentence itself says it is quoted, and only a memory of the opening quote does — as in a novel,
-    where a model has to keep track of quotes rather than read them off the style of the words.
-    """
-    if r.random() < 0.5:
-        return r.choice(_NARRATION)(b, r)
+    """One sentence of dialogue, with its final mark left for the caller; returns that mark."""
     if r.random() < 0.12:
         b.word(r.choice(_INTERJECTIONS))
         b.punct("…" if r.random() < 0.25 else ",")
@@ -854,9 +867,15 @@ def _exchange(b: _Builder, r: random.Random) -> None:
 
 
 def _dialogue_paragraph(b: _Builder, r: random.Random) -> None:
+    """One to three exchanges, often with narration between them: being in a dialogue paragraph does not say
+    whether the text is inside quotes; only the quotes themselves do."""
     if r.random() < 0.3:
         _narrative_sentence(b, r, p_aside=0.1)
-    _exchange(b, r)
+    for i in range(r.choice((1, 1, 2, 2, 3))):
+        if i:
+            for _ in range(r.choice((0, 1, 1, 2))):
+                _narrative_sentence(b, r, p_aside=0.1)
+        _exchange(b, r)
     if r.random() < 0.25:
         _narrative_sentence(b, r, p_aside=0.1)
 
@@ -871,7 +890,7 @@ def _narrative_paragraph(b: _Builder, r: random.Random) -> None:
 
 def _paragraph(r: random.Random) -> _Builder:
     b = _Builder()
-    if r.random() < 0.55:
+    if r.random() < 0.45:
         _dialogue_paragraph(b, r)
     else:
         _narrative_paragraph(b, r)
