@@ -59,6 +59,23 @@ class Duration(click.ParamType):
         return float(match.group(1)) * self.units[match.group(2)]
 
 
+class Coordinator(click.ParamType):
+    """HOST:PORT of process 0 in a multi-process run, or "auto" (JAX detects a TPU pod, Slurm or Open MPI)."""
+
+    name = "host:port"
+
+    def convert(self, value, param, ctx):
+        if str(value).strip() == "auto":
+            return "auto"
+        from .distributed import parse_coordinator
+
+        try:
+            host, port = parse_coordinator(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return f"{host}:{port}"
+
+
 class _Group(click.Group):
     """Like click.Group, but a usage error is one line (with where to get help), like every other error."""
 
@@ -149,31 +166,129 @@ def _load_config(ctx: click.Context, param, value):
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus.")
 @click.option("--keep-newlines", is_flag=True, help="Keep \\r\\n and \\r as they are instead of turning them into \\n.")
 @click.option("--bytes", "byte_level", is_flag=True, help="Train on raw bytes (vocabulary of 256) instead of text.")
+@click.option("--devices", type=int, default=None, help="Devices to split the batch over (--batch-size must be a multiple); with several processes, the total over all of them  [default: every device JAX sees]")
+@click.option("--coordinator", type=Coordinator(), default=None, help="HOST:PORT of process 0, to train in several processes (hosts) with jax.distributed; 'auto' detects a TPU pod, Slurm or Open MPI.")
+@click.option("--num-processes", type=int, default=None, help="How many processes take part (with --coordinator).")
+@click.option("--process-id", type=int, default=None, help="This process's index, 0 to --num-processes - 1 (with --coordinator); process 0 writes the checkpoints and shows progress.")
+@click.option("--join-timeout", type=Duration(), default="5m", show_default=True, help="With --coordinator: how long the processes wait for each other to start (600, 90s, 10m).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or samples on stderr; warnings and errors only.")
 @click.option("--json", "as_json", is_flag=True, help="At the end, print a JSON summary on stdout instead of the checkpoint path.")
-def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, quiet, as_json, **options):
+def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, devices, coordinator, num_processes,
+          process_id, join_timeout, quiet, as_json, **options):
     """Train a model on CORPUS (default: the bundled corpora/synthetic_prose.txt).
 
     Shows progress on stderr, validates on the whole validation split every --eval-every steps and keeps
     two checkpoints in --out: best.safetensors (lowest validation loss) and latest.safetensors. Ctrl-C saves
     a checkpoint and stops. With --resume, the run continues with its own saved settings; only the stopping
     and logging options (--max-epochs, --max-steps, --max-time, --eval-every, --log-every) may change.
+
+    The batch is split over every device JAX sees (--devices to choose how many). To train in several
+    processes, start one per host with the same options plus --coordinator, --num-processes and --process-id.
     """
     errors = _user_errors()
     ctx = click.get_current_context()
     given = {name for name in options
              if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")}
     try:
-        _train(corpus, out, resume, force, encoding, keep_newlines, byte_level, options, given, quiet, as_json)
+        placement = _placement(devices, coordinator, num_processes, process_id, join_timeout)
+        _train(corpus, out, resume, force, encoding, keep_newlines, byte_level, options, given, quiet, as_json,
+               placement)
     except errors as e:
         abort(str(e))
+
+
+def _placement(devices, coordinator, num_processes, process_id, join_timeout=None):
+    """Joins the multi-process run if asked (before JAX touches a device), then picks the devices."""
+    from . import distributed
+    from .config import ConfigError
+
+    if coordinator is None and (num_processes is not None or process_id is not None):
+        raise ConfigError("--num-processes and --process-id go with --coordinator HOST:PORT (process 0's address)")
+    if coordinator is not None and coordinator != "auto" and (num_processes is None or process_id is None):
+        missing = " and ".join(n for n, v in (("--num-processes", num_processes), ("--process-id", process_id))
+                               if v is None)
+        raise ConfigError(f"--coordinator {coordinator} needs {missing} (or --coordinator auto on a TPU pod, Slurm "
+                          f"or Open MPI)")
+    if devices is not None and devices < 1:
+        raise ConfigError(f"--devices must be at least 1, got {devices}")
+    distributed.check_processes(num_processes, process_id)
+    if coordinator is not None:
+        _native_output_to_stderr()
+        distributed.initialize(None if coordinator == "auto" else coordinator, num_processes, process_id,
+                               join_timeout or distributed.JOIN_TIMEOUT_S, on_timeout=_abort_now)
+    return distributed.placement(devices)
+
+
+def _abort_now(message: str) -> None:
+    """`abort` from a watchdog thread, while the main thread is stuck in a call that cannot be interrupted."""
+    import os
+
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.file.flush()
+    os._exit(1)
+
+
+def _native_output_to_stderr() -> None:
+    """Gloo prints a notice on file descriptor 1 each time it connects processes; stdout is for results. Points
+    descriptor 1 at stderr for the rest of the process, and sys.stdout at a copy of the real stdout."""
+    import os
+
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = open(real, "w", encoding=sys.stdout.encoding, errors=sys.stdout.errors, buffering=1)
 
 
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
 RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
 
 
-def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given, quiet, as_json):
+def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given, quiet, as_json,
+           placement):
+    from . import train as training
+
+    several = placement.num_processes > 1
+    quiet = quiet or not placement.is_main  # only process 0 reports; the others print errors only
+    failure = None
+    try:
+        corpus, model_config, config, out, resume, overwrite = _prepare(
+            corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given, quiet,
+            placement)
+    except _user_errors() as e:
+        failure = e
+    _all_or_none(placement, failure)
+    training.check_same_run(placement, corpus, model_config, config, resume)  # the same in every process
+    if placement.is_main:
+        try:
+            out = _choose_out_dir(out, Path(corpus.info.path), overwrite)
+        except _user_errors() as e:
+            failure = e
+    else:  # never written to: only process 0 writes
+        out = out or Path("runs") / (Path(corpus.info.path).stem or "corpus")
+    _all_or_none(placement, failure)
+
+    from . import render
+
+    if not quiet:
+        where = "" if placement.devices == 1 else f" on {placement.devices} devices" + (
+            f" in {placement.num_processes} processes" if several else "")
+        err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
+                  f"({model_config.hidden_size} units) on [bold]{escape(corpus.info.path)}[/] "
+                  f"({len(corpus.ids):,} {'bytes' if corpus.info.byte_level else 'characters'}, vocabulary "
+                  f"{len(corpus.vocab)}){where}; checkpoints in [bold]{escape(str(out))}[/]")
+    stop = _StopFlag(announce=not quiet)
+    with stop.installed(), render.TrainingView(err, max_time=config.max_time, quiet=quiet) as view:
+        finished = training.train(corpus, model_config, config, out, resume=resume, callback=view.handle,
+                                  should_stop=stop, placement=placement)
+    if placement.is_main:
+        _report_finish(finished, quiet, as_json)
+
+
+def _prepare(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_level, options, given, quiet,
+             placement):
+    """Everything before training that can fail on the user's input, in this process alone: the corpus, the
+    configs, the layout over the devices. Returns (corpus, model config, train config, out as given, resume,
+    whether --out may hold checkpoints already)."""
     import dataclasses
 
     from . import checkpoint, data, train as training
@@ -193,7 +308,14 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
         encoding, keep_newlines, byte_level = resume.corpus.encoding, resume.corpus.keep_newlines, resume.corpus.byte_level
         resumed_dir = resume_path if resume_path.is_dir() else resume_path.parent
         out = out or resumed_dir
-    corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level)
+
+    def encoding_once(cache, reason):  # a large corpus is encoded to a file of ids once (see corpus_cache)
+        if not quiet:
+            why = {"changed": " (the corpus changed since it was last encoded)",
+                   "damaged": " (the previous encoding is damaged)"}.get(reason, "")
+            err.print(f"Encoding {escape(str(corpus_path))} once into {escape(str(cache))}{why}; later runs reuse it")
+
+    corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=encoding_once)
     if resume is None:
         model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in MODEL_OPTIONS})
         config = TrainConfig(**options)
@@ -208,28 +330,32 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
                     f"{options[name]}; only {', '.join('--' + n.replace('_', '-') for n in RESUME_MAY_CHANGE)} "
                     f"may change when resuming; drop the option or start a new run")
         config = dataclasses.replace(config, **{k: options[k] for k in RESUME_MAY_CHANGE if k in given})
-    data.split(len(corpus.ids), config.val_fraction, config.test_fraction)  # too short? say so before writing anything
+    # Too short, or a batch that does not split over the devices? Say so before writing anything.
+    splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
+    training.plan(splits.train[1] - splits.train[0], config, placement.devices)
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = resume is not None and out.resolve() == resumed_dir.resolve()
-    out = _choose_out_dir(out, Path(corpus.info.path), force or continuing)
+    return corpus, model_config, config, out, resume, force or continuing
 
-    from . import render
 
-    if not quiet:
-        err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
-                  f"({model_config.hidden_size} units) on [bold]{escape(corpus.info.path)}[/] "
-                  f"({len(corpus.ids):,} {'bytes' if byte_level else 'characters'}, vocabulary {len(corpus.vocab)}); "
-                  f"checkpoints in [bold]{escape(str(out))}[/]")
-    stop = _StopFlag()
-    with stop.installed(), render.TrainingView(err, max_time=config.max_time, quiet=quiet) as view:
-        finished = training.train(corpus, model_config, config, out, resume=resume, callback=view.handle,
-                                  should_stop=stop)
-    _report_finish(finished, quiet, as_json)
+def _all_or_none(placement, failure) -> None:
+    """Raises `failure` if this process has one, and a ConfigError if another process has: every process goes
+    on, or none does (a process left waiting for the others would wait in vain). A collective with several."""
+    if placement.num_processes > 1:
+        first = placement.first_failed(failure is not None)
+        if first is not None and failure is None:
+            from .config import ConfigError
+
+            failure = ConfigError(f"process {first} of the run could not start (see its messages); stopping")
+    if failure is not None:
+        raise failure
 
 
 def _resumable_corpus(resume, corpus, force):
     """The corpus encoded with the checkpoint's vocabulary, after checking it is the text the run trained on."""
     import dataclasses
+
+    import numpy as np
 
     from .data import CorpusError, UnknownCharactersError
 
@@ -238,11 +364,15 @@ def _resumable_corpus(resume, corpus, force):
                           f"start a new run, or pass --force to resume on the changed text")
     if corpus.vocab == resume.vocab:
         return corpus
-    try:
-        ids = resume.vocab.encode(corpus.vocab.decode(corpus.ids))
-    except UnknownCharactersError as e:
-        raise CorpusError(f"{corpus.info.path} now has {e}; start a new run") from None
-    return dataclasses.replace(corpus, ids=ids, vocab=resume.vocab)
+    # Every symbol of the corpus's own vocabulary occurs in it: those the checkpoint lacks are the unknown ones.
+    index = {symbol: i for i, symbol in enumerate(resume.vocab.symbols)}
+    unknown = [symbol for symbol in corpus.vocab.symbols if symbol not in index]
+    if unknown:
+        raise CorpusError(f"{corpus.info.path} now has {UnknownCharactersError(unknown)}; start a new run")
+    # In memory, in the smallest type that holds the ids (a large corpus: one or two bytes per character).
+    dtype = np.min_scalar_type(max(len(resume.vocab) - 1, 0))
+    table = np.array([index[symbol] for symbol in corpus.vocab.symbols], dtype)
+    return dataclasses.replace(corpus, ids=table[np.asarray(corpus.ids)], vocab=resume.vocab)
 
 
 def _choose_out_dir(out: Optional[Path], corpus_path: Path, overwrite: bool) -> Path:
@@ -280,8 +410,9 @@ class _StopFlag:
     """Ctrl-C or SIGTERM asks training to stop at the next step boundary (it then saves); a second Ctrl-C
     stops at once — checkpoints are written atomically, so nothing is torn either way."""
 
-    def __init__(self):
+    def __init__(self, announce: bool = True):
         self.requested = False
+        self.announce = announce
 
     def __call__(self) -> bool:
         return self.requested
@@ -290,7 +421,8 @@ class _StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        err.print("[yellow]Stopping at the next step and saving a checkpoint (Ctrl-C again to quit at once).[/]")
+        if self.announce:
+            err.print("[yellow]Stopping at the next step and saving a checkpoint (Ctrl-C again to quit at once).[/]")
 
     def installed(self):
         import contextlib
@@ -452,7 +584,7 @@ def _inspect_cells(checkpoint_path, text_path, feature_specs, top, max_chars, ab
     except ValueError as e:
         raise ConfigError(str(e)) from None
     ckpt = checkpoint.load(checkpoint_path)
-    text, source = _inspection_text(ckpt, text_path)
+    text, source = _inspection_text(ckpt, text_path, max_chars)
     if not text:
         raise data.CorpusError(f"{source['path']}: the text is empty; give a text with something in it")
     if len(text) > max_chars:
@@ -482,7 +614,7 @@ def _inspect_cells(checkpoint_path, text_path, feature_specs, top, max_chars, ab
         err.print(f"HTML report: {escape(str(html_path))}")
 
 
-def _inspection_text(ckpt, text_path):
+def _inspection_text(ckpt, text_path, max_chars):
     """The text to inspect and where it came from: TEXT, or the checkpoint's validation split."""
     from . import data
 
@@ -491,13 +623,19 @@ def _inspection_text(ckpt, text_path):
         path = Path(corpus.path)
         if not path.is_file():
             raise data.CorpusError(f"the corpus this model was trained on, {path}, is gone; give TEXT to inspect")
-        text, digest = data.read_text(path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
-        if digest != corpus.sha256:
+        # Through load_corpus: a large corpus comes memory-mapped from its encoded cache, and only the part to
+        # inspect is decoded.
+        whole = data.load_corpus(path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
+        if whole.info.sha256 != corpus.sha256:
             err.print(f"[yellow]warning:[/] {escape(str(path))} has changed since training; its validation split "
                       f"may now hold other text")
         lo, hi = ckpt.splits.val
-        text = text[lo:hi]
+        lo, hi = min(lo, len(whole.ids)), min(hi, len(whole.ids))
         source = {"path": str(path), "source": f"the validation split of {path}"}
+        if hi - lo > max_chars:
+            source["truncated_from"] = hi - lo
+            hi = lo + max_chars
+        text = whole.vocab.printable(whole.ids[lo:hi])
     else:
         text, _ = data.read_text(text_path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
         source = {"path": str(text_path), "source": str(text_path)}

@@ -10,13 +10,14 @@ than T characters per stream) is the documented tail that an epoch skips.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -120,7 +121,8 @@ class CorpusInfo(DictRoundTrip):
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """A corpus as token ids (N,) int32, with its vocabulary and provenance."""
+    """A corpus as token ids (N,), with its vocabulary and provenance. The ids are int32 in memory, or for a
+    large corpus a read-only uint8/uint16/uint32 `numpy.memmap` of its encoded cache (`charrnn.corpus_cache`)."""
 
     ids: np.ndarray
     vocab: Vocabulary
@@ -147,6 +149,126 @@ def bundled_corpus_path() -> Path:
     return cache
 
 
+CHUNK_BYTES = 1 << 22  # corpora are read in 4 MiB pieces: memory does not grow with the file
+
+
+def read_chunks(path: Union[str, Path], chunk_bytes: int = CHUNK_BYTES,
+                on_bytes: Optional[Callable[[bytes], None]] = None) -> Iterator[bytes]:
+    """The bytes of a corpus file, in pieces of at most `chunk_bytes`, each passed to `on_bytes` first (to hash
+    them). The file is opened and its first piece read at once, so these errors come from the call itself.
+
+    Raises:
+      CorpusError: missing, a directory, unreadable or empty.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file")
+    if path.is_dir():
+        raise CorpusError(f"{path} is a directory; give a text file")
+    try:
+        f = open(path, "rb")
+        first = f.read(chunk_bytes)
+    except OSError as e:
+        raise CorpusError(f"{path}: cannot read it ({e.strerror})") from None
+    if not first:
+        f.close()
+        raise CorpusError(f"{path} is empty; give a text file with something in it")
+
+    def pieces() -> Iterator[bytes]:
+        with f:
+            yield b""  # consumed below: from here on, closing the generator (or losing it) closes the file
+            piece = first
+            while piece:
+                if on_bytes is not None:
+                    on_bytes(piece)
+                yield piece
+                try:
+                    piece = f.read(chunk_bytes)
+                except OSError as e:
+                    raise CorpusError(f"{path}: cannot read it ({e.strerror})") from None
+
+    chunks = pieces()
+    next(chunks)
+    return chunks
+
+
+def decode_chunks(chunks: Iterable[bytes], path: Union[str, Path], encoding: str = "utf-8",
+                  keep_newlines: bool = False) -> Iterator[str]:
+    """Decodes a file's bytes piece by piece into the text `read_text` returns, in pieces.
+
+    The concatenation of the pieces is exactly ``normalize_text(whole_file.decode(encoding), keep_newlines)``,
+    wherever the pieces of bytes are cut: a character split across two pieces is decoded whole, a ``\r\n``
+    split across two pieces becomes one ``\n``, and only the text's first character can be a dropped BOM.
+
+    Raises:
+      CorpusError: an unknown encoding, or bytes that do not decode — with the absolute byte offset and line of
+        the first bad byte in the file `path` (re-read to count the lines), and what to pass instead.
+    """
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+    except LookupError:
+        raise CorpusError(f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
+    fed = 0  # bytes given to the decoder so far
+    started = False  # whether the first character has gone out (a BOM is only dropped there)
+    held = ""  # a trailing "\r" kept back until the next piece shows whether "\n" follows it
+    chunks = iter(chunks)
+    final = False
+    while not final:
+        chunk = next(chunks, None)
+        final = chunk is None
+        chunk = b"" if final else chunk
+        state = decoder.getstate()
+        pending = state[0] if isinstance(state, tuple) and isinstance(state[0], bytes) else b""
+        try:
+            text = decoder.decode(chunk, final)
+        except UnicodeDecodeError as e:
+            # e.start counts from the start of what the decoder held: its pending bytes, then this piece (some
+            # codecs hand on only a suffix of that, e.g. after skipping a signature).
+            buffered = pending + chunk
+            base = fed - len(pending)
+            if isinstance(e.object, (bytes, bytearray)) and buffered.endswith(e.object):
+                base += len(buffered) - len(e.object)
+            raise _undecodable(path, base + e.start, encoding) from None
+        fed += len(chunk)
+        if not started and text:
+            started = True
+            if text.startswith("\ufeff"):
+                text = text[1:]
+        if not keep_newlines:
+            text = held + text
+            held = ""
+            if text.endswith("\r") and not final:
+                text, held = text[:-1], "\r"
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if text:
+            yield text
+
+
+def _undecodable(path: Union[str, Path], offset: int, encoding: str) -> CorpusError:
+    """The error for an undecodable byte at absolute `offset`, with its line (counted as lines of text are: a
+    ``\n``, a ``\r`` or a ``\r\n`` ends one), read back from the file."""
+    lines, previous, byte = 0, b"", None
+    try:
+        with open(path, "rb") as f:
+            remaining = offset
+            while remaining > 0:
+                piece = f.read(min(CHUNK_BYTES, remaining))
+                if not piece:
+                    break
+                remaining -= len(piece)
+                lines += piece.count(b"\n") + piece.count(b"\r") - piece.count(b"\r\n")
+                lines -= previous == b"\r" and piece[:1] == b"\n"  # a \r\n across two pieces is one line end
+                previous = piece[-1:]
+            byte = f.read(1)
+    except OSError:
+        pass
+    shown = f"byte 0x{byte[0]:02x}" if byte else "a byte"
+    return CorpusError(
+        f"{path}: {shown} at offset {offset} (line {lines + 1}) is not valid {encoding}; "
+        f"pass --encoding with the file's encoding (e.g. --encoding latin-1) or --bytes to train on raw bytes"
+    )
+
+
 def read_text(
     path: Union[str, Path],
     encoding: str = "utf-8",
@@ -160,33 +282,17 @@ def read_text(
         the first bad byte and what to pass instead.
     """
     path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"{path}: no such file")
-    if path.is_dir():
-        raise CorpusError(f"{path} is a directory; give a text file")
+    digest = hashlib.sha256()
+    chunks = read_chunks(path, on_bytes=digest.update)
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CorpusError(f"{path}: cannot read it ({e.strerror})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if not data:
-        raise CorpusError(f"{path} is empty; give a text file with something in it")
-    if byte_level:
-        return data, digest
-    try:
-        text = data.decode(encoding)
-    except LookupError:
-        raise CorpusError(f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + data.count(b"\r", 0, e.start) - data.count(b"\r\n", 0, e.start) + 1
-        raise CorpusError(
-            f"{path}: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}) is not valid {encoding}; "
-            f"pass --encoding with the file's encoding (e.g. --encoding latin-1) or --bytes to train on raw bytes"
-        ) from None
-    text = normalize_text(text, keep_newlines)
+        if byte_level:
+            return b"".join(chunks), digest.hexdigest()
+        text = "".join(decode_chunks(chunks, path, encoding, keep_newlines))
+    finally:
+        chunks.close()
     if not text:
         raise CorpusError(f"{path} holds no text after decoding; give a text file with something in it")
-    return text, digest
+    return text, digest.hexdigest()
 
 
 def normalize_text(text: str, keep_newlines: bool = False) -> str:
@@ -198,19 +304,58 @@ def normalize_text(text: str, keep_newlines: bool = False) -> str:
     return text
 
 
+# Corpora from this size on are encoded once to disk and memory-mapped. Reading a text into memory peaks at
+# up to ~30 bytes per byte of text (the str, its code points, the int32 ids; benchmarks/corpus_memory.py),
+# so this bounds that path to a few hundred MB; the cache keeps memory flat whatever the size.
+CACHE_MIN_BYTES = 16 << 20
+
+
 def load_corpus(
     path: Union[str, Path, None] = None,
     encoding: str = "utf-8",
     keep_newlines: bool = False,
     byte_level: bool = False,
+    *,
+    cache: Optional[bool] = None,
+    on_build: Optional[Callable[[Path, str], None]] = None,
 ) -> Corpus:
-    """Reads and encodes a corpus (the bundled one if `path` is None), building its vocabulary."""
+    """Reads and encodes a corpus (the bundled one if `path` is None), building its vocabulary.
+
+    A file of `CACHE_MIN_BYTES` (16 MiB) or more — or any file with ``cache=True`` — is encoded once into a file of
+    token ids in the user's cache directory and memory-mapped (see `charrnn.corpus_cache`): its ``ids`` is then a
+    read-only uint8/uint16 `numpy.memmap`, and memory does not grow with the corpus. Smaller files (or
+    ``cache=False``) are read into memory as int32 ids. Both give the same vocabulary, ids and SHA-256.
+    `on_build(cache_file, reason)` is called before a cache is (re)built.
+    """
     path = Path(path) if path is not None else bundled_corpus_path()
+    if cache is None:
+        try:
+            cache = path.is_file() and path.stat().st_size >= CACHE_MIN_BYTES
+        except OSError:
+            cache = False
+    if cache:
+        from . import corpus_cache
+
+        return corpus_cache.load(path, encoding, keep_newlines, byte_level, on_build=on_build)
     text, digest = read_text(path, encoding, keep_newlines, byte_level)
     vocab = Vocabulary.of_bytes() if byte_level else Vocabulary.from_text(text)
     ids = vocab.encode(text)
     info = CorpusInfo(str(path), digest, len(ids), encoding, keep_newlines, byte_level)
     return Corpus(ids, vocab, info)
+
+
+def drop_pages(ids: np.ndarray) -> None:
+    """Lets the kernel take back the pages of a memory-mapped corpus that have been read (they stay in the page
+    cache; reading them again costs a page fault, not a disk read), so the process's resident memory does not
+    grow as training and evaluation walk through a large corpus. A no-op for ids in memory."""
+    import mmap
+
+    mapping = getattr(ids, "_mmap", None)  # np.memmap and its slices keep their mmap here
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 # --- splits and layout -------------------------------------------------------------------------------------
@@ -254,14 +399,18 @@ def split(num_symbols: int, val_fraction: float, test_fraction: float) -> Splits
     return Splits((0, n_train), (n_train, n_train + n_val), (n_train + n_val, num_symbols))
 
 
-def fit_window(num_train: int, batch_size: int, seq_length: int) -> tuple[int, int, list[str]]:
+def fit_window(num_train: int, batch_size: int, seq_length: int, multiple: int = 1) -> tuple[int, int, list[str]]:
     """The largest (batch_size, seq_length) not above the requested ones that gives at least one window.
 
     A training split of n characters holds n - 1 targets; B streams of at least T targets need B*T <= n - 1.
-    The window is shortened first only when one stream cannot hold it, then the number of streams.
+    The window is shortened first only when one stream cannot hold it, then the number of streams — to a
+    multiple of `multiple` (the number of devices the streams are split over; `batch_size` is one).
 
     Returns:
       (batch_size, seq_length, warnings) — a warning per value that had to shrink, saying why.
+
+    Raises:
+      CorpusError: not even `multiple` streams of one window fit.
     """
     warnings = []
     targets = num_train - 1
@@ -272,10 +421,15 @@ def fit_window(num_train: int, batch_size: int, seq_length: int) -> tuple[int, i
         )
         seq_length = targets
     if batch_size * seq_length > targets:
-        fitted = max(1, targets // seq_length)
+        fitted = max(1, targets // seq_length) // multiple * multiple
+        if fitted == 0:
+            raise CorpusError(
+                f"the training split has {num_train} characters, too few for one stream of {seq_length} on each of "
+                f"{multiple} devices; use fewer --devices or a longer corpus")
+        devices = f" (a multiple of the {multiple} devices)" if multiple > 1 else ""
         warnings.append(
             f"the training split has {num_train} characters, too few for {batch_size} streams of {seq_length}; "
-            f"using --batch-size {fitted}"
+            f"using --batch-size {fitted}{devices}"
         )
         batch_size = fitted
     return batch_size, seq_length, warnings
@@ -313,3 +467,77 @@ def eval_streams(ids: np.ndarray, batch_size: int, seq_length: int) -> tuple[np.
         targets[b, : hi - lo] = ids[lo + 1 : hi + 1]
         mask[b, : hi - lo] = 1.0
     return inputs, targets, mask
+
+
+# --- windows read on the host, for corpora of any size ----------------------------------------------------------
+
+
+class TrainWindows:
+    """The windows of `streams` read straight from the ids (in memory or memory-mapped), one at a time.
+
+    ``windows(j)`` is (rows, T + 1): for each stream b in `rows` the characters ``[j*T, j*T + T]`` of stream b,
+    i.e. ``inputs[b, j*T:(j+1)*T]`` followed by the last target, so that the inputs are ``window[:, :-1]`` and
+    the targets ``window[:, 1:]`` — the same numbers as slicing `streams(ids, batch_size)`, without building it.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, rows: slice = slice(None),
+                 dtype: Optional[np.dtype] = None):
+        self.ids = ids
+        self.seq_length = seq_length
+        self.length = (len(ids) - 1) // batch_size  # L, each stream's length
+        self.starts = (np.arange(batch_size, dtype=np.int64) * self.length)[rows]
+        self.offsets = np.arange(seq_length + 1, dtype=np.int64)
+        self.dtype = dtype or ids.dtype
+
+    def __call__(self, j: int) -> np.ndarray:
+        index = self.starts[:, None] + (j * self.seq_length + self.offsets)[None, :]
+        return np.asarray(self.ids[index], dtype=self.dtype)
+
+
+EVAL_CHUNK_CHARS = 1 << 22  # characters of validation text per evaluation call (4 Mi: tens of MB on the device)
+
+
+class EvalWindows:
+    """The layout of `eval_streams`, read from the ids a chunk of windows at a time, for splits of any size.
+
+    Every target of `ids` is predicted exactly once, with all the context of its stream, as in `eval_streams`:
+    the same B streams of ``per_stream`` targets each, every row starting from the zero state. The rows are
+    padded with empty (fully masked) streams to a multiple of `row_multiple` (the devices they are split over),
+    and the windows are served in `num_chunks` chunks of `chunk_windows` windows, the last padded with masked
+    windows. With ``part=(p, P)`` this process reads only its share, rows ``[p * B / P, (p + 1) * B / P)`` of the
+    B (padded) rows; `row_multiple` must then be a multiple of P. ``windows(c)`` returns, for those rows:
+
+      ids (rows, chunk_windows * T + 1): inputs ``ids[:, :-1]``, targets ``ids[:, 1:]``;
+      valid (rows,): how many of the row's targets in this chunk are real (the rest is padding).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, row_multiple: int = 1,
+                 part: tuple[int, int] = (0, 1), dtype: Optional[np.dtype] = None,
+                 chunk_chars: int = EVAL_CHUNK_CHARS):
+        n = len(ids) - 1
+        self.ids, self.n, self.seq_length = ids, n, seq_length
+        self.per_stream = math.ceil(n / max(1, min(batch_size, n)))
+        streams = math.ceil(n / self.per_stream)
+        self.batch_size = math.ceil(streams / row_multiple) * row_multiple
+        self.windows = math.ceil(self.per_stream / seq_length)
+        self.chunk_windows = max(1, min(self.windows, chunk_chars // (self.batch_size * seq_length)))
+        self.num_chunks = math.ceil(self.windows / self.chunk_windows)
+        starts = np.arange(self.batch_size, dtype=np.int64) * self.per_stream
+        share = self.batch_size // part[1]
+        rows = slice(part[0] * share, (part[0] + 1) * share)
+        self.starts = starts[rows]
+        self.real = np.clip(n - starts, 0, self.per_stream)[rows]  # targets in each row
+        self.dtype = dtype or ids.dtype
+
+    def __call__(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        span = self.chunk_windows * self.seq_length
+        out = np.zeros((len(self.starts), span + 1), self.dtype)
+        valid = np.clip(self.real - c * span, 0, span).astype(np.int32)
+        for r, (start, count) in enumerate(zip(self.starts, valid)):
+            if count:
+                lo = start + c * span
+                out[r, : count + 1] = self.ids[lo : lo + count + 1]
+        return out, valid
+
+
+DROP_PAGES_EVERY = 4096  # training steps between `drop_pages` calls on a memory-mapped training split

@@ -5,17 +5,24 @@ The pieces, each usable on its own::
     optimizer = make_optimizer(config, total_steps)
     state = init_state(model_config, config, optimizer)          # params, optimizer state, carry, step
     step_fn = make_train_step(model_config, config, optimizer)   # jitted: (state, inputs, targets) -> (state, metrics)
+    step_fn = make_window_step(model_config, config, optimizer, steps_per_epoch)  # (state, window) -> (state, metrics)
     eval_fn = make_evaluate(model_config, seq_length)            # jitted: (params, inputs, targets, mask) -> nats
 
-`train` runs the loop: it keeps the training streams on the device, reads the loss back only every
-`log_every` steps, validates on the whole validation split every `eval_every` steps, and writes
-``best.safetensors`` (lowest validation loss) and ``latest.safetensors`` atomically. It never prints; it
-reports through a callback.
+`train` runs the loop: it reads each (B, T + 1) window of token ids from the corpus on the host (in memory, or
+memory-mapped for a large corpus, see `charrnn.corpus_cache`) and hands it to the jitted step, reads the loss
+back only every `log_every` steps, validates on the whole validation split every `eval_every` steps (a chunk of
+windows at a time, the state carried), and writes ``best.safetensors`` (lowest validation loss) and
+``latest.safetensors`` atomically. It never prints; it reports through a callback.
+
+Data parallelism (see `charrnn.distributed`): the B streams are sharded over the devices of a `Placement`, the
+parameters and optimizer state replicated; with several processes each feeds only its own rows, and only
+process 0 writes files and reports.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -26,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import checkpoint, data, model, runlog
-from .config import ModelConfig, TrainConfig
+from . import checkpoint, data, distributed, model, runlog
+from .config import ConfigError, ModelConfig, TrainConfig
 
 LN2 = math.log(2.0)
 
@@ -72,6 +79,8 @@ class Started:
     resumed_step: int  # 0 for a fresh run
     warnings: tuple[str, ...]
     compile_s: float
+    devices: int = 1  # the batch is sharded over this many devices
+    processes: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,29 +197,12 @@ def _select(ok: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
-def make_train_step(
-    model_config: ModelConfig,
-    config: TrainConfig,
-    optimizer: optax.GradientTransformation,
-    seq_length: Optional[int] = None,
-    steps_per_epoch: Optional[int] = None,
-) -> Callable:
-    """The whole training step — window slicing, forward, backward, clipping, update — as one jitted function.
-
-    The returned ``step(state, inputs, targets) -> (state, metrics)`` takes the full (B, L) training streams
-    (kept on the device) and slices window ``state.step % steps_per_epoch`` itself. At the first window of
-    each epoch the carry is reset to zero; between windows it is carried with its gradient stopped. A step
-    whose loss, gradient or update is not finite changes nothing but the step and `bad_steps` counters.
-
-    metrics: {"loss": nats per character, "grad_norm": global norm before clipping, "ok": bool}.
-    """
-    T = seq_length or config.seq_length
+def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation) -> Callable:
+    """``body(state, x, y, window) -> (state, metrics)``: one update on the window `x` -> `y` (B, T), the `window`
+    index in the epoch deciding whether the carry starts from zero. Shared by both ways of feeding windows."""
     dropout_base = jax.random.fold_in(jax.random.key(config.seed), 1)
 
-    def step(state: TrainState, inputs: jax.Array, targets: jax.Array):
-        window = state.step % (steps_per_epoch or inputs.shape[1] // T)
-        x = jax.lax.dynamic_slice_in_dim(inputs, window * T, T, axis=1).astype(jnp.int32)
-        y = jax.lax.dynamic_slice_in_dim(targets, window * T, T, axis=1).astype(jnp.int32)
+    def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
         carry = jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), state.carry)
         carry = jax.lax.stop_gradient(carry)
         dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout > 0 else None
@@ -233,17 +225,82 @@ def make_train_step(
         )
         return new_state, {"loss": loss, "grad_norm": grad_norm, "ok": ok}
 
-    return jax.jit(step, donate_argnums=0)
+    return body
 
 
-def make_evaluate(model_config: ModelConfig, seq_length: int) -> Callable:
-    """``evaluate(params, inputs, targets, mask) -> nats per character`` over whole (B, L) streams.
+def state_shardings(placement: distributed.Placement) -> TrainState:
+    """Where each part of the state lives: the carry split by rows (streams), everything else replicated."""
+    return TrainState(params=placement.replicated, opt_state=placement.replicated, carry=placement.batch,
+                      step=placement.replicated, bad_steps=placement.replicated)
 
-    One jitted program: a `lax.scan` over the L / T windows carries the state from window to window, so
-    every target in the mask is predicted with all the context of its stream. No dropout.
+
+def _jit_step(step: Callable, placement: Optional[distributed.Placement], data_shardings: tuple) -> Callable:
+    if placement is None:
+        return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, in_shardings=(state_shardings(placement), *data_shardings),
+                   out_shardings=(state_shardings(placement), placement.replicated))
+
+
+def make_train_step(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    seq_length: Optional[int] = None,
+    steps_per_epoch: Optional[int] = None,
+    placement: Optional[distributed.Placement] = None,
+) -> Callable:
+    """The whole training step — window slicing, forward, backward, clipping, update — as one jitted function.
+
+    The returned ``step(state, inputs, targets) -> (state, metrics)`` takes the full (B, L) training streams
+    (kept on the device) and slices window ``state.step % steps_per_epoch`` itself. At the first window of
+    each epoch the carry is reset to zero; between windows it is carried with its gradient stopped. A step
+    whose loss, gradient or update is not finite changes nothing but the step and `bad_steps` counters.
+    With a `placement`, the streams and the carry are sharded by rows over its devices (`state_shardings`).
+
+    metrics: {"loss": nats per character, "grad_norm": global norm before clipping, "ok": bool}.
     """
+    T = seq_length or config.seq_length
+    body = _step_body(model_config, config, optimizer)
 
-    def evaluate(params, inputs, targets, mask):
+    def step(state: TrainState, inputs: jax.Array, targets: jax.Array):
+        window = state.step % (steps_per_epoch or inputs.shape[1] // T)
+        x = jax.lax.dynamic_slice_in_dim(inputs, window * T, T, axis=1).astype(jnp.int32)
+        y = jax.lax.dynamic_slice_in_dim(targets, window * T, T, axis=1).astype(jnp.int32)
+        return body(state, x, y, window)
+
+    rows = () if placement is None else (placement.batch, placement.batch)
+    return _jit_step(step, placement, rows)
+
+
+def make_window_step(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    steps_per_epoch: int,
+    placement: Optional[distributed.Placement] = None,
+) -> Callable:
+    """The same training step, fed one window at a time: ``step(state, window) -> (state, metrics)``.
+
+    `window` is (B, T + 1) token ids, row b the T + 1 characters of stream b from position ``j * T`` with
+    ``j = state.step % steps_per_epoch`` (`charrnn.data.TrainWindows`): inputs ``window[:, :-1]``, targets
+    ``window[:, 1:]``. The arithmetic is that of `make_train_step`; `train` uses this one, reading each window
+    from the corpus on the host so that nothing of corpus size has to live on the device. With a `placement`,
+    the window and the carry are sharded by rows over its devices.
+    """
+    body = _step_body(model_config, config, optimizer)
+
+    def step(state: TrainState, window: jax.Array):
+        x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
+        return body(state, x, y, state.step % steps_per_epoch)
+
+    return _jit_step(step, placement, () if placement is None else (placement.batch,))
+
+
+def _evaluate_windows(model_config: ModelConfig, seq_length: int) -> Callable:
+    """``run(params, carry, inputs, targets, mask) -> (carry, total nats, count)`` over (B, W*T) arrays: a
+    `lax.scan` over the W windows, the state carried from window to window."""
+
+    def run(params, carry, inputs, targets, mask):
         B, L = inputs.shape
         windows = lambda a: a.reshape(B, L // seq_length, seq_length).swapaxes(0, 1)  # (W, B, T)
 
@@ -255,16 +312,65 @@ def make_evaluate(model_config: ModelConfig, seq_length: int) -> Callable:
             nll = -jnp.take_along_axis(log_probs, y.astype(jnp.int32)[..., None], axis=-1)[..., 0]
             return (carry, total + (nll * m).sum(), count + m.sum()), None
 
-        init = (model.initial_carry(model_config, B), jnp.zeros(()), jnp.zeros(()))
-        (_, total, count), _ = jax.lax.scan(body, init, (windows(inputs), windows(targets), windows(mask)))
+        init = (carry, jnp.zeros(()), jnp.zeros(()))
+        (carry, total, count), _ = jax.lax.scan(body, init, (windows(inputs), windows(targets), windows(mask)))
+        return carry, total, count
+
+    return run
+
+
+def make_evaluate(model_config: ModelConfig, seq_length: int) -> Callable:
+    """``evaluate(params, inputs, targets, mask) -> nats per character`` over whole (B, L) streams.
+
+    One jitted program: a `lax.scan` over the L / T windows carries the state from window to window, so
+    every target in the mask is predicted with all the context of its stream. No dropout.
+    """
+    run = _evaluate_windows(model_config, seq_length)
+
+    def evaluate(params, inputs, targets, mask):
+        _, total, count = run(params, model.initial_carry(model_config, inputs.shape[0]), inputs, targets, mask)
         return total / jnp.maximum(count, 1.0)
 
     return jax.jit(evaluate)
 
 
-def plan(num_train: int, config: TrainConfig) -> tuple[Layout, list[str]]:
-    """The window layout for a training split of `num_train` characters, shrunk to fit a tiny corpus."""
-    B, T, warnings = data.fit_window(num_train, config.batch_size, config.seq_length)
+def make_evaluate_chunk(model_config: ModelConfig, seq_length: int,
+                        placement: Optional[distributed.Placement] = None) -> Callable:
+    """Evaluation fed a chunk of windows at a time (`charrnn.data.EvalWindows`), for splits of any size:
+    ``run(params, carry, ids, valid) -> (carry, [total nats, count])``.
+
+    `ids` is (B, W*T + 1): row b's inputs ``ids[b, :-1]`` and targets ``ids[b, 1:]``, of which the first
+    ``valid[b]`` are real (the rest padding, masked). The carry (B, H) per layer runs on from the previous chunk
+    of the same streams (zero before the first). One jitted `lax.scan` over the W windows, as `make_evaluate`;
+    with a `placement` the rows (streams) are sharded over its devices.
+    """
+    run = _evaluate_windows(model_config, seq_length)
+
+    def chunk(params, carry, ids, valid):
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        mask = (jnp.arange(inputs.shape[1])[None, :] < valid[:, None]).astype(jnp.float32)
+        carry, total, count = run(params, carry, inputs, targets, mask)
+        return carry, jnp.stack([total, count])
+
+    if placement is None:
+        return jax.jit(chunk, donate_argnums=1)
+    return jax.jit(chunk, donate_argnums=1,
+                   in_shardings=(placement.replicated, placement.batch, placement.batch, placement.batch),
+                   out_shardings=(placement.batch, placement.replicated))
+
+
+def plan(num_train: int, config: TrainConfig, devices: int = 1) -> tuple[Layout, list[str]]:
+    """The window layout for a training split of `num_train` characters, shrunk to fit a tiny corpus.
+
+    The streams are split evenly over `devices`: a `config.batch_size` that is not a multiple of it is an error
+    (ConfigError, saying which values work); a batch shrunk for a tiny corpus is rounded down to a multiple.
+
+    Raises:
+      ConfigError: the batch does not split over the devices.
+      CorpusError: the training split is too short to give every device a stream.
+    """
+    distributed.check_batch(config.batch_size, devices)
+    B, T, warnings = data.fit_window(num_train, config.batch_size, config.seq_length, multiple=devices)
     steps_per_epoch = ((num_train - 1) // B) // T
     limits = []
     if config.max_steps is not None:
@@ -313,6 +419,25 @@ def restore_state(ckpt: checkpoint.Checkpoint, model_config: ModelConfig, config
     )
 
 
+def check_same_run(placement: distributed.Placement, corpus: data.Corpus, model_config: ModelConfig,
+                   config: TrainConfig, resume: Optional[checkpoint.Checkpoint] = None) -> None:
+    """With several processes: every one must train on the same text (the file's SHA-256, not its path), with the
+    same settings, from the same checkpoint step, or the gradients they average mean nothing. A collective.
+
+    Raises:
+      ConfigError: naming the first process that differs from process 0.
+    """
+    if placement.num_processes == 1:
+        return
+    agreed = json.dumps([corpus.info.sha256, len(corpus.ids), corpus.vocab.to_json(), model_config.to_dict(),
+                         config.to_dict(), None if resume is None else int(resume.state["step"])], sort_keys=True)
+    other = placement.first_different(agreed)
+    if other is not None:
+        raise ConfigError(f"process {other} does not train on what process 0 does (the corpus's content, the options "
+                          f"or the checkpoint it resumes differ); give every process the same corpus, options and "
+                          f"--resume")
+
+
 def train(
     corpus: data.Corpus,
     model_config: ModelConfig,
@@ -322,6 +447,7 @@ def train(
     resume: Optional[checkpoint.Checkpoint] = None,
     callback: Callable[[Any], None] = lambda event: None,
     should_stop: Callable[[], bool] = lambda: False,
+    placement: Optional[distributed.Placement] = None,
 ) -> Finished:
     """Trains a model on `corpus` and writes checkpoints to `out_dir`.
 
@@ -332,20 +458,28 @@ def train(
       out_dir: where ``best.safetensors`` and ``latest.safetensors`` go, with the run's records
         ``run.json`` and ``metrics.jsonl`` (see `charrnn.runlog`).
       resume: a checkpoint to continue from (same architecture and corpus), at its step.
-      callback: receives `Started`, `Logged`, `Evaluated`, `Sampled` and `Finished` events.
+      callback: receives `Started`, `Logged`, `Evaluated`, `Sampled` and `Finished` events (in process 0 only).
       should_stop: polled at each step boundary; True saves a checkpoint and stops ("interrupted").
         After `config.max_bad_steps` consecutive non-finite steps training stops ("diverged") and raises
         `TrainingDiverged`; the last checkpoint holds the last good parameters.
+      placement: the devices to shard the batch over (`charrnn.distributed.placement`); default every device
+        JAX sees. With several processes every process calls `train` alike; each feeds only its own streams,
+        stop requests and time limits take effect at the next `config.log_every` boundary in all of them at
+        once, and only process 0 writes files and calls `callback`.
 
     Returns:
       The `Finished` event.
     """
     out_dir = Path(out_dir)
-    checkpoint.remove_stale_temporaries(out_dir)
+    placement = placement or distributed.placement()
+    main, several = placement.is_main, placement.num_processes > 1
+    check_same_run(placement, corpus, model_config, config, resume)
+    if main:
+        checkpoint.remove_stale_temporaries(out_dir)
     splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
     train_ids = corpus.ids[slice(*splits.train)]
     val_ids = corpus.ids[slice(*splits.val)]
-    layout, warnings = plan(len(train_ids), config)
+    layout, warnings = plan(len(train_ids), config, placement.devices)
     B, T = layout.batch_size, layout.seq_length
 
     optimizer = make_optimizer(config, layout.total_steps)
@@ -356,35 +490,59 @@ def train(
     else:
         state = init_state(model_config, config, optimizer, B)
         history, best = [], None
-    start_step = int(state.step)
+    state = placement.put(state, state_shardings(placement))
+    start_step = int(resume.state["step"]) if resume is not None else 0
     # Time already spent before a resume, so the records' elapsed time runs on.
     elapsed_before = float(history[-1].get("elapsed_s") or 0.0) if resume is not None and history else 0.0
-    runlog.write_run_info(out_dir, {
-        "model": model_config.to_dict(), "train": config.to_dict(), "corpus": corpus.info.to_dict(),
-        "splits": splits.to_dict(), "layout": dataclasses.asdict(layout), "resumed_from_step": start_step or None})
-    records = runlog.MetricsWriter(out_dir, resume_step=start_step if resume is not None else None)
+    if main:
+        runlog.write_run_info(out_dir, {
+            "model": model_config.to_dict(), "train": config.to_dict(), "corpus": corpus.info.to_dict(),
+            "splits": splits.to_dict(), "layout": dataclasses.asdict(layout), "resumed_from_step": start_step or None,
+            "devices": placement.devices, "processes": placement.num_processes})
+        records = runlog.MetricsWriter(out_dir, resume_step=start_step if resume is not None else None)
 
     def emit(event) -> None:
+        if not main:
+            return
         entry = record(event)
         if entry is not None:
             records.write(entry)
         callback(event)
 
-    dtype = _token_dtype(model_config.vocab_size)
-    inputs, targets = (jnp.asarray(a.astype(dtype)) for a in data.streams(train_ids, B))
+    dtype = np.dtype(_token_dtype(model_config.vocab_size))
+    windows = data.TrainWindows(train_ids, B, T, rows=placement.local_rows(B), dtype=dtype)
     has_val = len(val_ids) >= data.MIN_SPLIT
     if has_val:
-        val_arrays = tuple(jnp.asarray(a) for a in data.eval_streams(val_ids, B, T))
+        val_windows = data.EvalWindows(val_ids, B, T, row_multiple=placement.devices, dtype=dtype,
+                                       part=(placement.process_index, placement.num_processes))
+        val_rows = val_windows.batch_size
 
     t0 = time.perf_counter()
-    step_fn = make_train_step(model_config, config, optimizer, T, layout.steps_per_epoch).lower(
-        state, inputs, targets).compile()
-    eval_fn = make_evaluate(model_config, T)
+    window_shape = jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=placement.batch)
+    step_fn = make_window_step(model_config, config, optimizer, layout.steps_per_epoch, placement).lower(
+        state, window_shape).compile()
     if has_val:
-        eval_fn = eval_fn.lower(state.params, *val_arrays).compile()
+        eval_carry = jax.eval_shape(lambda: model.initial_carry(model_config, val_rows))
+        eval_fn = make_evaluate_chunk(model_config, T, placement).lower(
+            state.params, jax.tree.map(lambda c: jax.ShapeDtypeStruct(c.shape, c.dtype, sharding=placement.batch),
+                                       eval_carry),
+            jax.ShapeDtypeStruct((val_rows, val_windows.chunk_windows * T + 1), dtype, sharding=placement.batch),
+            jax.ShapeDtypeStruct((val_rows,), np.int32, sharding=placement.batch)).compile()
     compile_s = time.perf_counter() - t0
-    callback(Started(layout, model.num_parameters(state.params), len(train_ids), len(val_ids), start_step,
-                     tuple(warnings), compile_s))
+    emit(Started(layout, model.num_parameters(state.params), len(train_ids), len(val_ids), start_step,
+                 tuple(warnings), compile_s, placement.devices, placement.num_processes))
+
+    def validate(params) -> float:
+        carry = placement.put(model.initial_carry(model_config, val_rows), placement.batch)
+        total = count = 0.0
+        for c in range(val_windows.num_chunks):
+            ids, valid = val_windows(c)
+            carry, sums = eval_fn(params, carry, placement.put_batch(ids, val_rows),
+                                  placement.put_batch(valid, val_rows))
+            chunk_total, chunk_count = placement.to_host(sums)
+            total, count = total + float(chunk_total), count + float(chunk_count)
+            data.drop_pages(val_ids)
+        return total / max(count, 1.0)
 
     schedule = learning_rate_schedule(config, layout.total_steps)
     latest_path, best_path = out_dir / checkpoint.LATEST, out_dir / checkpoint.BEST
@@ -398,13 +556,14 @@ def train(
 
     def evaluate_and_save() -> None:
         nonlocal best, last_eval_step, not_finite
-        saved = jax.device_get((state.params, state.opt_state, state.carry))
-        if not all(np.isfinite(a).all() for a in jax.tree.leaves(saved)):
+        # Gathered to every host (a collective with several processes), so all of them decide alike.
+        params, opt_state, carry = placement.to_host((state.params, state.opt_state, state.carry))
+        if not all(np.isfinite(a).all() for a in jax.tree.leaves((params, opt_state, carry))):
             not_finite = True  # never written: the checkpoints on disk stay as they are
             return
         te = time.perf_counter()
         if has_val:
-            val_nats = float(eval_fn(state.params, *val_arrays))
+            val_nats = validate(state.params)
         else:  # no validation split: rank checkpoints by the latest training loss
             val_nats = float(last_metrics["loss"]) if last_metrics is not None else float("inf")
         is_best = best is None or val_nats < best
@@ -412,36 +571,53 @@ def train(
         history.append({"step": step, "val_nats": val_nats, "val_bpc": val_nats / LN2,
                         "train_nats": float(last_metrics["loss"]) if last_metrics is not None else None,
                         "elapsed_s": elapsed_before + time.perf_counter() - t_start})
-        info = {"best_val_nats": best, "val_nats": val_nats, "epoch": step / layout.steps_per_epoch}
-        ckpt = _checkpoint(state, corpus, splits, model_config, config, layout, info, history)
-        blob = checkpoint.to_bytes(ckpt)
-        # Best first: a crash between the two files leaves latest behind best, never a best model lost for good.
-        for path in (best_path, latest_path) if is_best else (latest_path,):
-            try:
-                checkpoint.write_bytes_atomic(path, blob)
-            except OSError as e:
-                kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-                raise checkpoint.CheckpointError(
-                    f"could not write the checkpoint at step {step} to {path} ({e.strerror or e}); {kept}; "
-                    f"free some space or choose another --out, then --resume") from None
+        info = {"best_val_nats": best, "val_nats": val_nats, "epoch": step / layout.steps_per_epoch,
+                "devices": placement.devices, "processes": placement.num_processes}
+        saved = TrainState(params, opt_state, carry, np.asarray(step, np.int32), np.zeros((), np.int32))
+        failure = None
+        if main:
+            ckpt = _checkpoint(saved, corpus, splits, model_config, config, layout, info, history)
+            blob = checkpoint.to_bytes(ckpt)
+            # Best first: a crash between the two files leaves latest behind best, never a best model lost for good.
+            for path in (best_path, latest_path) if is_best else (latest_path,):
+                try:
+                    checkpoint.write_bytes_atomic(path, blob)
+                except OSError as e:
+                    kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+                    failure = checkpoint.CheckpointError(
+                        f"could not write the checkpoint at step {step} to {path} ({e.strerror or e}); {kept}; "
+                        f"free some space or choose another --out, then --resume")
+                    break
+        if several and placement.first_failed(failure is not None) is not None and failure is None:
+            failure = checkpoint.CheckpointError(f"process 0 could not write the checkpoint at step {step}; "
+                                                 f"see its messages")
+        if failure is not None:
+            raise failure
         last_eval_step = step
         emit(Evaluated(step, val_nats, best, is_best, time.perf_counter() - te, latest_path))
 
-    while True:
+    def stop_reason() -> Optional[str]:
+        """Why to stop before the next step, if at all. With several processes, the time limit and stop requests
+        are agreed on at log boundaries only (one small collective), so every process stops at the same step."""
         if layout.total_steps is not None and step >= layout.total_steps:
-            reason = "max_steps" if config.max_steps is not None and step >= config.max_steps else "max_epochs"
+            return "max_steps" if config.max_steps is not None and step >= config.max_steps else "max_epochs"
+        if several and step % config.log_every and step != start_step:
+            return None
+        out_of_time = config.max_time is not None and time.perf_counter() - t_start >= config.max_time
+        out_of_time, stop = placement.any([out_of_time, should_stop()])
+        return "max_time" if out_of_time else "interrupted" if stop else None
+
+    while True:
+        reason = stop_reason()
+        if reason is not None:
             break
-        if config.max_time is not None and time.perf_counter() - t_start >= config.max_time:
-            reason = "max_time"
-            break
-        if should_stop():
-            reason = "interrupted"
-            break
-        state, metrics = step_fn(state, inputs, targets)
+        state, metrics = step_fn(state, placement.put_batch(windows(step % layout.steps_per_epoch), B))
         step += 1
         pending.append(metrics)
+        if step % data.DROP_PAGES_EVERY == 0:
+            data.drop_pages(train_ids)
         if step % config.log_every == 0 or step == layout.total_steps:
-            fetched = jax.device_get(pending)
+            fetched = placement.to_host(pending)
             pending = []
             last_metrics = fetched[-1]
             skipped += sum(1 for m in fetched if not m["ok"])
@@ -451,7 +627,7 @@ def train(
                         float(last_metrics["grad_norm"]), float(schedule(step)),
                         (step - log_step) * B * T / max(now - t_log, 1e-9), elapsed_before + now - t_start, skipped))
             t_log, log_step = now, step
-            if int(state.bad_steps) >= config.max_bad_steps:
+            if int(placement.to_host(state.bad_steps)) >= config.max_bad_steps:
                 reason = "diverged"
                 break
         if step % config.eval_every == 0:
@@ -460,17 +636,19 @@ def train(
                 reason = "diverged"
                 break
         if config.sample_every and step % config.sample_every == 0:
-            emit(Sampled(step, sample_now(state.params, model_config, corpus.vocab, step)))
+            if main:
+                emit(Sampled(step, sample_now(placement.to_host(state.params), model_config, corpus.vocab, step)))
             t_log = time.perf_counter()  # sampling time is not training time
 
     if pending:
-        fetched = jax.device_get(pending)
+        fetched = placement.to_host(pending)
         last_metrics = fetched[-1]
     if reason != "diverged" and last_eval_step != step and step > start_step:
         evaluate_and_save()
         reason = "diverged" if not_finite else reason
     finished = Finished(step, reason, best, best_path, latest_path, time.perf_counter() - t_start)
-    callback(finished)
+    if main:
+        callback(finished)
     if reason == "diverged":
         kept = f"the last good checkpoint is {latest_path}" if latest_path.exists() else "no checkpoint was written"
         what = ("the parameters or optimizer state are not finite, so they were not saved" if not_finite else

@@ -228,3 +228,59 @@ def test_validation_layout_covers_every_target_once(n, batch, window):
     real = mask > 0
     assert sorted(inputs[real].tolist()) == list(range(n - 1))
     np.testing.assert_array_equal(targets[real], inputs[real] + 1)
+
+
+# --- windows read from the ids on the host (what training feeds, for a corpus of any size) ------------------------
+
+
+@given(n=st.integers(2, 400), batch=st.integers(1, 40), window=st.integers(1, 60), parts=st.sampled_from([1, 2, 4]))
+def test_train_windows_are_the_windows_of_the_streams(n, batch, window, parts):
+    batch, window, _ = data.fit_window(n, batch, window)
+    parts = parts if batch % parts == 0 else 1
+    ids = np.random.default_rng(n).integers(0, 1000, n)
+    inputs, targets = data.streams(ids, batch)
+    steps = inputs.shape[1] // window
+    per = batch // parts
+    for j in range(steps):
+        # The rows of all parts, stacked, are the whole window: each part (process) reads only its own rows.
+        got = np.concatenate([data.TrainWindows(ids, batch, window, rows=slice(p * per, (p + 1) * per))(j)
+                              for p in range(parts)])
+        np.testing.assert_array_equal(got[:, :-1], inputs[:, j * window:(j + 1) * window])
+        np.testing.assert_array_equal(got[:, 1:], targets[:, j * window:(j + 1) * window])
+
+
+def test_train_windows_read_a_memory_map_in_the_token_type(tmp_path):
+    path = tmp_path / "ids.u16"
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    ids = np.memmap(path, np.uint16, mode="r")
+    window = data.TrainWindows(ids, 4, 10, dtype=np.dtype(np.int32))(3)
+    assert window.dtype == np.int32 and window.shape == (4, 11)
+    np.testing.assert_array_equal(window[:, 0], np.arange(4) * 249 + 30)
+
+
+@given(n=st.integers(2, 600), batch=st.integers(1, 50), window=st.integers(1, 80), devices=st.sampled_from([1, 2, 4]),
+       parts=st.sampled_from([1, 2]), chunk_chars=st.integers(1, 500))
+@settings(max_examples=80)
+def test_chunked_validation_reads_exactly_the_validation_layout(n, batch, window, devices, parts, chunk_chars):
+    parts = parts if devices % parts == 0 else 1
+    ids = np.random.default_rng(n).integers(0, 1000, n)
+    inputs, targets, mask = data.eval_streams(ids, batch, window)
+    rows_in, rows_tg, widths = [], [], set()
+    for p in range(parts):
+        windows = data.EvalWindows(ids, batch, window, row_multiple=devices, part=(p, parts), chunk_chars=chunk_chars)
+        mine_in, mine_tg = [[] for _ in windows.starts], [[] for _ in windows.starts]
+        for c in range(windows.num_chunks):
+            chunk, valid = windows(c)
+            widths.add(chunk.shape[1])
+            assert chunk.shape[1] - 1 == windows.chunk_windows * window  # whole windows, the carry runs on
+            for r, count in enumerate(valid):
+                mine_in[r] += chunk[r, :count].tolist()
+                mine_tg[r] += chunk[r, 1:count + 1].tolist()
+                assert not chunk[r, count + 1:].any()  # padding is zeros, masked
+        rows_in += mine_in
+        rows_tg += mine_tg
+    assert len(rows_in) % devices == 0 and len(rows_in) - inputs.shape[0] < devices and len(widths) == 1
+    real = mask > 0
+    for b in range(len(rows_in)):  # the same streams in the same order, then empty padding rows
+        assert rows_in[b] == (inputs[b][real[b]].tolist() if b < len(inputs) else [])
+        assert rows_tg[b] == (targets[b][real[b]].tolist() if b < len(inputs) else [])

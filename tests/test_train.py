@@ -186,3 +186,52 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     assert [h["step"] for h in history] == [10, 20, 24]
     best = checkpoint.load(tmp_path / checkpoint.BEST)
     assert best.state["val_nats"] == min(h["val_nats"] for h in history) == finished.best_val_nats
+    # The loop validates a chunk at a time; its number must be that of the whole split, evaluated afresh.
+    latest = checkpoint.load(tmp_path / checkpoint.LATEST)
+    lo, hi = latest.splits.val
+    ids = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000))).ids[lo:hi]
+    arrays = (jnp.asarray(a) for a in data.eval_streams(ids, 4, 16))
+    expected = float(train.make_evaluate(latest.model, 16)(checkpoint.load_params(latest), *arrays))
+    assert history[-1]["val_nats"] == pytest.approx(expected, rel=1e-5)
+
+
+# --- windows fed from the host, and validation a chunk at a time (what `train` runs) ---------------------------
+
+
+def test_the_window_step_is_the_streams_step_bit_for_bit():
+    B, T, windows = 3, 5, 4
+    ids = np.random.default_rng(5).integers(0, 6, B * T * windows + 1 + 2)
+    inputs, targets = data.streams(ids, B)
+    config = TrainConfig(batch_size=B, seq_length=T, warmup_steps=2)
+    optimizer = train.make_optimizer(config, 20)
+    # Small to compile; with dropout, whose key must follow the step alike in both.
+    mc = ModelConfig(vocab_size=6, cell="gru", hidden_size=8, num_layers=1, embedding_size=4, dropout=0.2)
+    by_streams = train.make_train_step(mc, config, optimizer, T, windows)
+    by_window = train.make_window_step(mc, config, optimizer, windows)
+    feed = data.TrainWindows(ids, B, T, dtype=np.dtype(np.int32))
+    a = train.init_state(mc, config, optimizer, B)
+    b = jax.tree.map(jnp.copy, a)  # each step donates its state
+    for s in range(2 * windows + 1):  # across an epoch boundary: the carry reset
+        a, ma = by_streams(a, jnp.asarray(inputs), jnp.asarray(targets))
+        b, mb = by_window(b, jnp.asarray(feed(s % windows)))
+        assert float(ma["loss"]) == float(mb["loss"])
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("chunk_chars, row_multiple", [(40, 1), (10**6, 1), (24, 4)])
+def test_validation_in_chunks_is_validation_of_the_whole_split(chunk_chars, row_multiple):
+    ids = np.random.default_rng(6).integers(0, 6, 203)
+    params = model.init(jax.random.key(1), TINY)
+    B, T = 3, 8
+    whole = float(train.make_evaluate(TINY, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
+    windows = data.EvalWindows(ids, B, T, row_multiple=row_multiple, chunk_chars=chunk_chars)
+    run = train.make_evaluate_chunk(TINY, T)
+    carry, total, count = model.initial_carry(TINY, windows.batch_size), 0.0, 0.0
+    for c in range(windows.num_chunks):
+        chunk, valid = windows(c)
+        carry, sums = run(params, carry, jnp.asarray(chunk), jnp.asarray(valid))
+        total, count = total + float(sums[0]), count + float(sums[1])
+    assert count == len(ids) - 1
+    assert total / count == pytest.approx(whole, rel=1e-6)
+
