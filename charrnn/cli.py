@@ -277,9 +277,27 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
                   f"({len(corpus.ids):,} {'bytes' if corpus.info.byte_level else 'characters'}, vocabulary "
                   f"{len(corpus.vocab)}){where}; checkpoints in [bold]{escape(str(out))}[/]")
     stop = _StopFlag(announce=not quiet)
-    with stop.installed(), render.TrainingView(err, max_time=config.max_time, quiet=quiet) as view:
-        finished = training.train(corpus, model_config, config, out, resume=resume, callback=view.handle,
-                                  should_stop=stop, placement=placement)
+    try:
+        with stop.installed(), render.TrainingView(err, max_time=config.max_time, quiet=quiet) as view:
+            finished = training.train(corpus, model_config, config, out, resume=resume, callback=view.handle,
+                                      should_stop=stop, placement=placement)
+    except _user_errors():
+        raise
+    except (RuntimeError, ValueError) as e:  # jax.errors.JaxRuntimeError is a RuntimeError
+        if not several:
+            raise
+        # A collective failed: another process died or lost its connection. Exit now with one line: the normal
+        # exit would wait for JAX's shutdown barrier, which only fails (with an abort) after its heartbeat timeout.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        from .checkpoint import LATEST
+
+        if not placement.is_main:
+            kept = "process 0 keeps the checkpoints; start every process again with --resume"
+        elif (Path(out) / LATEST).exists():
+            kept = f"the last checkpoint, {Path(out) / LATEST}, is intact; start every process again with --resume"
+        else:
+            kept = "no checkpoint was written yet; start every process again"
+        _abort_now(f"the run lost another process ({type(e).__name__}: {first}); {kept}")
     if placement.is_main:
         _report_finish(finished, quiet, as_json)
 

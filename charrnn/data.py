@@ -305,7 +305,7 @@ def normalize_text(text: str, keep_newlines: bool = False) -> str:
 
 
 # Corpora from this size on are encoded once to disk and memory-mapped. Reading a text into memory peaks at
-# up to ~30 bytes per byte of text (the str, its code points, the int32 ids; benchmarks/corpus_memory.py),
+# about 35 bytes per character (the str, its code points, the int32 ids; benchmarks/corpus_memory.py),
 # so this bounds that path to a few hundred MB; the cache keeps memory flat whatever the size.
 CACHE_MIN_BYTES = 16 << 20
 

@@ -98,6 +98,9 @@ def initialize(coordinator: Optional[str], num_processes: Optional[int], process
         multihost_utils.sync_global_devices("charrnn: all processes started")  # all are here, and connected
     except (RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if coordinator is None:
+            raise ConfigError(f"--coordinator auto: JAX found no TPU pod, Slurm or Open MPI job to join ({first}); "
+                              f"elsewhere give --coordinator HOST:PORT, --num-processes and --process-id") from None
         raise ConfigError(f"could not join the distributed run at {where}: {first}") from None
     finally:
         watchdog.cancel()

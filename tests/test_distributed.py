@@ -326,6 +326,52 @@ def test_a_coordinator_port_in_use_is_one_line(tmp_path, listener):
     assert f"process 0 cannot listen on port {listener}" in line and "choose another port" in line
 
 
+def test_auto_outside_a_cluster_is_one_line(tmp_path):
+    env = {k: v for k, v in child_env().items() if not k.startswith(("SLURM_", "OMPI_", "TPU_", "JAX_COORDINATOR"))}
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(CORPUS)
+    done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(tmp_path / "run"),
+                           "--coordinator", "auto"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert done.returncode == 1 and done.stdout == "" and not (tmp_path / "run").exists()
+    assert done.stderr.startswith("error: --coordinator auto: JAX found no TPU pod, Slurm or Open MPI job")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_an_unknown_coordinator_host_is_one_line(tmp_path):
     line, _ = join(tmp_path, "no-such-host.invalid:1234", 1)
     assert "cannot resolve 'no-such-host.invalid'" in line
+
+
+@pytest.mark.slow
+def test_when_a_process_dies_the_other_stops_soon_with_one_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS * 4)
+    port, procs = free_port(), []
+    for rank in range(2):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "train", str(corpus), *RUN, "--max-steps", "100000", "--out",
+             str(tmp_path / f"rank{rank}"), "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+             "--process-id", str(rank)],
+            cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        seen = []
+        for line in procs[0].stderr:  # training has started once the step is compiled
+            seen.append(line)
+            if "compiled in" in line:
+                break
+        procs[1].kill()
+        t = time.perf_counter()
+        rest = procs[0].communicate(timeout=TIMEOUT)[1]
+        took = time.perf_counter() - t
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for stream in (p.stdout, p.stderr):
+                stream.close()
+    errors = [line for line in rest.splitlines() if line.startswith("error:")]
+    assert procs[0].returncode == 1 and "Traceback" not in rest, "".join(seen) + rest[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("error: the run lost another process"), rest[-3000:]
+    assert took < 60  # not JAX's heartbeat timeout (100 s) and abort
