@@ -169,29 +169,16 @@ def test_two_processes_train_the_model_of_one_process_with_the_same_global_batch
     corpus.write_text(CORPUS, encoding="utf-8")
     env = child_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    port = free_port()
-    argv = lambda *more: [sys.executable, "-m", "charrnn", "train", str(corpus), *RUN, *more]
-    procs = []
-    for rank in range(2):
-        # Process 1 is given its own --out: it must write nothing there (only process 0 writes).
-        procs.append(subprocess.Popen(argv("--out", str(tmp_path / f"rank{rank}"), "--coordinator",
-                                           f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(rank)),
-                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    single = subprocess.run(argv("--out", str(tmp_path / "single")), cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=TIMEOUT)
+    # Process 1 is given its own --out: it must write nothing there (only process 0 writes).
+    results = start_two(tmp_path, [corpus, corpus], env=env)
+    for returncode, _, err in results:
+        assert returncode == 0, err[-3000:]
+    single = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), *RUN, "--out",
+                             str(tmp_path / "single")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    (out0, err0), (out1, err1) = outputs
+    (_, out0, err0), (_, out1, err1) = results
     assert out0.strip() == str(tmp_path / "rank0" / checkpoint.BEST)  # results on stdout, nothing else there
     assert out1 == "" and not (tmp_path / "rank1").exists()
     assert "step" not in err1 and "Training" not in err1 and "Training" in err0  # progress from process 0 only
@@ -207,14 +194,15 @@ def test_two_processes_train_the_model_of_one_process_with_the_same_global_batch
     np.testing.assert_allclose(losses("rank0"), losses("single"), rtol=RTOL, atol=ATOL)
 
 
-def start_two(tmp_path, corpora, *more):
-    """Two `charrnn train` processes on loopback, process i on corpora[i]; returns [(returncode, stdout, stderr)]."""
+def start_two(tmp_path, corpora, *more, env=None):
+    """Two `charrnn train` processes on loopback, process i on corpora[i] writing to tmp_path / f"rank{i}";
+    returns [(returncode, stdout, stderr)]."""
     port, procs = free_port(), []
     for rank, corpus in enumerate(corpora):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "charrnn", "train", str(corpus), *RUN, "--out", str(tmp_path / f"rank{rank}"),
              "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(rank), *more],
-            cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            cwd=tmp_path, env=env or child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         outputs = [p.communicate(timeout=TIMEOUT) for p in procs]
     finally:
