@@ -80,6 +80,21 @@ def quiet_sample(measure, max_cores: float, retries: int = 5, timeout_s: float =
     return best
 
 
+def add_quiet_arguments(parser) -> None:
+    """The command-line options of `quiet`: --max-load, --max-wait, --retries."""
+    parser.add_argument("--max-load", type=float, default=0.15,
+                        help="wait until other programs use less than this many cores before each sample")
+    parser.add_argument("--max-wait", type=float, default=300.0,
+                        help="seconds to wait for such a quiet moment before measuring anyway")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="times to repeat a sample that other programs disturbed (the least disturbed counts)")
+
+
+def quiet(args, measure):
+    """`quiet_sample` with the options of `add_quiet_arguments`."""
+    return quiet_sample(measure, args.max_load, retries=args.retries, timeout_s=args.max_wait)
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident set size so far, in MiB: VmHWM, the high-water mark of its own memory map.
 

@@ -90,8 +90,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compare-torch", action="store_true")
     p.add_argument("--torch-python", default=machine.TORCH_PYTHON)
-    p.add_argument("--max-load", type=float, default=0.15,
-                   help="wait until other programs use less than this many cores before each sample")
+    machine.add_quiet_arguments(p)
     return p.parse_args(argv)
 
 
@@ -129,11 +128,11 @@ def main(argv=None) -> dict:
     for _ in range(args.rounds):
         entry = {}
         for b in args.batch_sizes:
-            seconds, load = machine.quiet_sample(lambda: ours(b), args.max_load)
+            seconds, load = machine.quiet(args, lambda: ours(b))
             times[b].append(seconds)
             entry[f"ours_{b}_s"], entry[f"ours_{b}_load"] = round(seconds, 4), round(load, 2)
         if args.compare_torch:
-            (result, _), load = machine.quiet_sample(lambda: machine.run_child(torch_argv), args.max_load)
+            (result, _), load = machine.quiet(args, lambda: machine.run_child(torch_argv))
             for b in args.batch_sizes:
                 torch_times[b].append(result[str(b)])
                 entry[f"torch_{b}_s"] = round(result[str(b)], 4)

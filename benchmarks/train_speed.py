@@ -57,8 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--compare-torch", action="store_true")
     p.add_argument("--torch-python", default=machine.TORCH_PYTHON)
     p.add_argument("--torch-reference", default=machine.TORCH_REFERENCE)
-    p.add_argument("--max-load", type=float, default=0.15,
-                   help="wait until other programs use less than this many cores before each sample")
+    machine.add_quiet_arguments(p)
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--compile-only", action="store_true",
                    help="only build the train step (in this fresh process) and report how long that took")
@@ -90,7 +89,7 @@ def compile_times(args) -> dict:
             argv = [sys.executable, __file__, *flags, f"--seq-length={T}", "--compile-only"]
             measure = lambda: json.loads(subprocess.run(argv, check=True, capture_output=True, text=True)
                                          .stdout.strip().splitlines()[-1])
-            result, load = machine.quiet_sample(measure, args.max_load)
+            result, load = machine.quiet(args, measure)
             seconds[T].append(result["compile_s"])
             loads.append(round(load, 2))
     medians = {T: machine.median(v) for T, v in seconds.items()}
@@ -157,11 +156,11 @@ def main(argv=None) -> dict:
                   str(args.embedding_size), "--batch", str(B), "--seq", str(T), "--steps", str(args.steps + 1)]
     rounds, our_times, torch_medians, torch_rss = [], [], [], 0.0
     for r in range(args.rounds):
-        times, load = machine.quiet_sample(ours, args.max_load)
+        times, load = machine.quiet(args, ours)
         our_times += times
         entry = {"ours_s": round(machine.median(times), 5), "ours_load": round(load, 2)}
         if args.compare_torch:
-            (result, rss), tload = machine.quiet_sample(lambda: machine.run_child(torch_argv), args.max_load)
+            (result, rss), tload = machine.quiet(args, lambda: machine.run_child(torch_argv))
             torch_medians.append(result["median_step_s"])
             torch_rss = max(torch_rss, rss)
             entry.update(torch_s=result["median_step_s"], torch_load=round(tload, 2),
@@ -184,7 +183,7 @@ def main(argv=None) -> dict:
         G = {"rnn": 1, "lstm": 4, "gru": 3}[args.cell]
         H, E = args.hidden_size, args.embedding_size
         shapes = [(B, E + H, G * H), (H, B * T, G * H), (2048, 2048, 2048)]
-        peaks, _ = machine.quiet_sample(lambda: machine.matmul_peak_gflops(shapes), args.max_load)
+        peaks, _ = machine.quiet(args, lambda: machine.matmul_peak_gflops(shapes))
         peak = max(peaks.values())
         out.update(matmul_peak_gflops=peak, matmul_gflops=peaks, utilisation=round(out["gflops"] / peak, 3))
     if args.compare_torch:
