@@ -384,6 +384,7 @@ def run_layers(
     dropout: float = 0.0,
     wavefront: Optional[bool] = None,
     unroll: int = 1,
+    projected: bool = False,
 ) -> tuple[list, list]:
     """Stacked recurrent layers over time, the same maths as a loop of `cells.scan` calls.
 
@@ -397,6 +398,7 @@ def run_layers(
       dropout: the dropout rate.
       wavefront: run all layers in one scan (see the module docstring); None picks by hidden size.
       unroll: time steps per loop iteration.
+      projected: `x` is already the first layer's projected input W_0 x_t + b_0, (T, B, G*H).
 
     Returns:
       (final carry per layer, hidden states per layer (T, B, H)).
@@ -410,7 +412,7 @@ def run_layers(
     carry = [tuple(c) for c in carry]
     if wavefront:
         spec = _Spec(cell.name, L, T, unroll, rate)
-        xp0 = cell.project_inputs(layers[0], x)
+        xp0 = x if projected else cell.project_inputs(layers[0], x)
         Us = [p["U"] for p in layers]
         hs, final = _stack(spec, xp0, Us, [p["W"] for p in layers[1:]], [p["b"] for p in layers[1:]], carry, keeps)
         return list(final), hs
@@ -419,7 +421,8 @@ def run_layers(
     for l, p in enumerate(layers):
         if l > 0:
             x = _drop(keeps[l - 1] if keeps else None, x, rate)
-        (h,), (c,) = _stack(spec, cell.project_inputs(p, x), [p["U"]], [], [], [carry[l]], [])
+        xp = x if projected and l == 0 else cell.project_inputs(p, x)
+        (h,), (c,) = _stack(spec, xp, [p["U"]], [], [], [carry[l]], [])
         final.append(c)
         hs.append(h)
         x = h
