@@ -34,11 +34,19 @@ What is different from autodiff of `cells.scan`:
    each loop iteration and each kernel, not by arithmetic, so halving both pays; large layers prefer the
    input projections hoisted out of the loop as whole-window matmuls (layer by layer, `wavefront=False`).
 
+4. **Large layers run one at a time, in place.** (`_layer`, for `wavefront=False`.) The layer's input
+   projection ``x @ W`` is one whole-window product into a (T, B, G*H) buffer; step t reads slot t (adding b
+   there) and writes what it saves over it, and the backward loop in turn writes da_t over that: no (T, B, G*H)
+   buffer is filled with zeros first, as a scan's stacked outputs would be, and the bias needs no pass of its
+   own. The first layer gathers its rows of the projected embedding table inside each step instead of
+   materialising a gathered (T, B, G*H) copy first, and its table's gradient is a scatter-add of da.
+
 Saved for the backward pass, per layer and step (all (B, ·), stacked over the scan): the hidden state h_t (it
 is also the output), the cell state c_t (LSTM), the gate activations (LSTM: f, i, o, g, (B, 4H); GRU: z, r,
 (B, 2H) and ĥ, (B, H)) and tanh(c_t) (LSTM), because recomputing them would repeat the transcendentals the
 backward pass avoids. The states entering each step (h_{t-1}, c_{t-1}) are rebuilt from these by a shift.
-Nothing else: the GRU's r ∘ h_{t-1} for dU_h is recomputed over the whole window at once.
+Nothing else: the GRU's r ∘ h_{t-1} for dU_h is recomputed over the whole window at once. (The in-place path
+also keeps the LSTM's f_t apart, see `_MATH`.)
 """
 
 from __future__ import annotations
@@ -116,12 +124,19 @@ class _Math(NamedTuple):
         dh_direct: the part of dh_{t-1} that does not go through ``hu`` (None if nothing), so that
         ``dh_{t-1} = dh_direct + da_t[:, :R] @ U[:, :R]^T``; drest_prev: gradient reaching c_{t-1}.
     weight_grad(h_prev, da, saved) -> dU over the window: h_prev (T, B, H), da (T, B, G*H).
+    pack(carry_t, saved_t) -> (slab, extras): what a step saves, as one (B, G*H) block and the rest (a tuple of
+        (B, H)); unpack(slab, extras) -> saved_t is its inverse. The layer-at-a-time path keeps the slabs in the
+        buffer that held the step's projected input, so saving them needs no buffer of its own.
+    overwrite: the backward pass may write da_t over slab t (the weight gradient does not read the slabs).
     """
 
     num_rec: int
     forward: Callable
     backward: Callable
     weight_grad: Callable
+    pack: Callable
+    unpack: Callable
+    overwrite: bool
 
 
 def _rnn_forward(U, carry, x_t, hu):
@@ -145,9 +160,10 @@ def _lstm_forward(U, carry, x_t, hu):
 
 def _lstm_backward(U, dh, drest, saved, prev, carry):
     (dc,) = drest
-    act, tc = saved
+    act, tc, *f_apart = saved  # the in-place path passes f on its own (see `_MATH`)
     _, c_prev = prev
     f, i, o, g = jnp.split(act, 4, axis=-1)
+    f = f_apart[0] if f_apart else f
     dc = dc + dh * o * (1.0 - tc * tc)
     # da = [dc c_{t-1}, dc g, dh tanh(c), dc i] ∘ (gate slopes), written as full-width products of concatenated
     # loads: XLA:CPU then emits one loop for all four gates (per-gate expressions cost four loops and a copy).
@@ -199,10 +215,24 @@ def _gru_weight_grad(h_prev, da, saved):
     return jnp.concatenate([_outer_sum(h_prev, da[..., : 2 * H]), _outer_sum(r * h_prev, da[..., 2 * H :])], axis=-1)
 
 
+def _gru_unpack(slab, extras):
+    H = slab.shape[-1] // 3
+    return slab[..., : 2 * H], slab[..., 2 * H :]
+
+
 _MATH = {
-    "rnn": _Math(1, _rnn_forward, _rnn_backward, _rnn_weight_grad),
-    "lstm": _Math(4, _lstm_forward, _lstm_backward, _rnn_weight_grad),
-    "gru": _Math(2, _gru_forward, _gru_backward, _gru_weight_grad),
+    # The RNN saves nothing but h_t, which the carries already hold; its slab (h_t again) only reserves the slot
+    # that da_t is written to.
+    "rnn": _Math(1, _rnn_forward, _rnn_backward, _rnn_weight_grad,
+                 pack=lambda carry, saved: (carry[0], ()), unpack=lambda slab, extras: (), overwrite=True),
+    # The LSTM keeps f_t apart as well (an extra (B, H) per step), so that every read of the slab feeds da_t:
+    # XLA copies the whole buffer in every iteration where a read of it does not lead to the in-place write.
+    "lstm": _Math(4, _lstm_forward, _lstm_backward, _rnn_weight_grad,
+                  pack=lambda carry, saved: (saved[0], (saved[1], saved[0][..., : carry[0].shape[-1]])),
+                  unpack=lambda slab, extras: (slab, *extras), overwrite=True),
+    "gru": _Math(2, _gru_forward, _gru_backward, _gru_weight_grad,
+                 pack=lambda carry, saved: (jnp.concatenate(saved, axis=-1), ()), unpack=_gru_unpack,
+                 overwrite=False),  # dU_h needs r after the backward loop
 }
 
 
@@ -245,7 +275,7 @@ def _select(ok, new, old):
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
-def _forward_scan(spec: _Spec, xp0, Us, Ws, bs, carry0, keeps, save: bool):
+def _forward_scan(spec: _Spec, xp0, tokens, Us, Ws, bs, carry0, keeps, save: bool):
     """The forward wavefront. Returns the final carries and per-iteration outputs, each (K, B, ·), K = T + L - 1:
     per layer the new carry (h_t first) and, if `save`, what the backward pass needs."""
     math, L, H = _MATH[spec.kind], spec.num_layers, Us[0].shape[0]
@@ -257,6 +287,8 @@ def _forward_scan(spec: _Spec, xp0, Us, Ws, bs, carry0, keeps, save: bool):
 
     def body(carries, inp):
         k, x0, keep_k = inp
+        if tokens is not None:  # x0 holds the step's ids: gather their rows of the table
+            x0 = xp0[x0]
         hu, x_in = [None] * L, [x0] + [None] * (L - 1)
         for l in range(L):
             h = carries[l][0]
@@ -277,30 +309,33 @@ def _forward_scan(spec: _Spec, xp0, Us, Ws, bs, carry0, keeps, save: bool):
         return new, outs
 
     K = spec.steps + L - 1
-    xs = (jnp.arange(K), _pad(xp0, 0, L - 1), [_pad(m, l + 1, L - 2 - l) for l, m in enumerate(keeps)])
+    xs = (jnp.arange(K), _pad(xp0 if tokens is None else tokens, 0, L - 1),
+          [_pad(m, l + 1, L - 2 - l) for l, m in enumerate(keeps)])
     return jax.lax.scan(body, list(carry0), xs, unroll=spec.unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _stack(spec: _Spec, xp0, Us, Ws, bs, carry0, keeps):
+def _stack(spec: _Spec, xp0, tokens, Us, Ws, bs, carry0, keeps):
     """L recurrent layers over T steps. Returns (hs per layer (T, B, H), final carry per layer).
 
-    xp0 (T, B, G*H): the first layer's projected input W_0 x_t + b_0. Us: U per layer (H, G*H). Ws, bs: W and b of
+    xp0 (T, B, G*H): the first layer's projected input W_0 x_t + b_0; or, with token ids `tokens` (T, B), the
+    (vocab, G*H) table of it, whose rows each step gathers (tokens None otherwise). Us: U per layer (H, G*H). Ws, bs: W and b of
     layers 1..L-1. carry0: carry per layer. keeps: dropout keep-masks (T, B, H) bool of layers 1..L-1's inputs
     (empty list without dropout).
     """
-    final, hs = _forward_scan(spec, xp0, Us, Ws, bs, carry0, keeps, save=False)
+    final, hs = _forward_scan(spec, xp0, tokens, Us, Ws, bs, carry0, keeps, save=False)
     return [h[l : l + spec.steps] for l, h in enumerate(hs)], final
 
 
-def _stack_fwd(spec, xp0, Us, Ws, bs, carry0, keeps):
-    final, outs = _forward_scan(spec, xp0, Us, Ws, bs, carry0, keeps, save=True)
+def _stack_fwd(spec, xp0, tokens, Us, Ws, bs, carry0, keeps):
+    final, outs = _forward_scan(spec, xp0, tokens, Us, Ws, bs, carry0, keeps, save=True)
     hs = [carry[0][l : l + spec.steps] for l, (carry, _) in enumerate(outs)]
-    return (hs, final), (Us, Ws, carry0, keeps, outs)
+    table = None if tokens is None else xp0
+    return (hs, final), (table, tokens, Us, Ws, carry0, keeps, outs)
 
 
 def _stack_bwd(spec, residuals, cotangents):
-    Us, Ws, carry0, keeps, outs = residuals
+    table, tokens, Us, Ws, carry0, keeps, outs = residuals
     dhs, dfinal = cotangents
     math, L, T, H = _MATH[spec.kind], spec.num_layers, spec.steps, Us[0].shape[0]
     R = math.num_rec * H
@@ -358,10 +393,109 @@ def _stack_bwd(spec, residuals, cotangents):
     dWs = [_outer_sum(_drop(keeps[l - 1] if keeps else None, hs[l - 1], spec.rate), da[l]) for l in range(1, L)]
     dbs = [da[l].sum(axis=(0, 1)) for l in range(1, L)]
     dcarry0 = [(dh0[l], *drest0[l]) for l in range(L)]
-    return da[0], dUs, dWs, dbs, dcarry0, [None] * len(keeps)
+    dxp0 = da[0] if tokens is None else jnp.zeros_like(table).at[tokens].add(da[0])
+    return dxp0, None, dUs, dWs, dbs, dcarry0, [None] * len(keeps)
 
 
 _stack.defvjp(_stack_fwd, _stack_bwd)
+
+
+# --- one layer at a time, in place ------------------------------------------------------------------------------
+
+
+class _LayerSpec(NamedTuple):
+    """Static description of a `_layer` call (hashable: it is a nondiff argument of the custom VJP)."""
+
+    kind: str
+    steps: int  # T
+    unroll: int
+    gather: bool  # x is (T, B) token ids and W the (vocab, G*H) table of projected inputs (b unused)
+
+
+def _read(buf, k):
+    """buf[k]. Every use of it must lead to the value written back in the same iteration, or XLA copies the
+    whole buffer first (in every iteration)."""
+    return jax.lax.dynamic_index_in_dim(buf, k, keepdims=False)
+
+
+def _write(buf, k, value):
+    """buf with buf[k] = value, in place (a dynamic-update-slice; `.at[k].set` would be a bounds-checked scatter)."""
+    return jax.lax.dynamic_update_index_in_dim(buf, value, k, 0)
+
+
+def _layer_forward(spec: _LayerSpec, x, W, b, U, carry0, save: bool):
+    """The forward loop of one layer. Returns the final carry, the slab buffer (T, B, G*H) if `save` (else
+    None) and the per-step carries and extras (see `_Math.pack`), each (T, B, H); without `save` only h.
+
+    The input projection x @ W is one whole-window product into a (T, B, G*H) buffer; step t reads slot t
+    (adding b there, inside the step's elementwise work) and, when saving, writes its slab back into the same
+    slot. A scan's stacked output would be a fresh buffer that XLA fills with zeros first; this one is
+    already there. With `gather`, step t gathers its rows of the table itself, and only the slabs need a
+    buffer.
+    """
+    math, H = _MATH[spec.kind], U.shape[0]
+    R = math.num_rec * H
+    if spec.gather:
+        buf = jnp.zeros((spec.steps, x.shape[1], W.shape[1]), W.dtype) if save else None
+    else:
+        buf = x @ W
+
+    def body(state, k):
+        carry, buf = state
+        x_t = W[x[k]] if spec.gather else _read(buf, k) + b
+        new, saved = math.forward(U, carry, x_t, carry[0] @ U[:, :R])
+        if not save:
+            return (new, buf), new[0]
+        slab, extras = math.pack(new, saved)
+        return (new, _write(buf, k, slab)), (new, extras)
+
+    (final, buf), ys = jax.lax.scan(body, (tuple(carry0), buf), jnp.arange(spec.steps), unroll=spec.unroll)
+    return final, (buf if save else None), ys
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _layer(spec: _LayerSpec, x, W, b, U, carry0):
+    """One recurrent layer over T steps: x (T, B, d) and W (d, G*H), b (G*H,); or, with `spec.gather`, token
+    ids x (T, B) and the table W (vocab, G*H) of projected inputs (b: None). Returns (hs (T, B, H), final carry).
+    """
+    final, _, hs = _layer_forward(spec, x, W, b, U, carry0, save=False)
+    return hs, final
+
+
+def _layer_fwd(spec, x, W, b, U, carry0):
+    final, buf, (carries, extras) = _layer_forward(spec, x, W, b, U, carry0, save=True)
+    return (carries[0], final), (x, W, U, tuple(carry0), carries, extras, buf)
+
+
+def _layer_bwd(spec, residuals, cotangents):
+    x, W, U, carry0, carries, extras, buf = residuals
+    dhs, dfinal = cotangents
+    math, T, H = _MATH[spec.kind], spec.steps, U.shape[0]
+    R = math.num_rec * H
+
+    def body(state, k):
+        dh_rec, drest, buf = state
+        # The carry entering step k: the initial one, or what step k - 1 stored.
+        prev = tuple(jnp.where(k == 0, c0, c[jnp.maximum(k - 1, 0)]) for c0, c in zip(carry0, carries))
+        saved = math.unpack(_read(buf, k), tuple(e[k] for e in extras))
+        da, dh_direct, drest_prev = math.backward(U, dh_rec + dhs[k], drest, saved, prev,
+                                                  tuple(c[k] for c in carries))
+        rec = da[:, :R] @ U[:, :R].T
+        rec = rec if dh_direct is None else rec + dh_direct
+        if math.overwrite:  # slab k is not read again: da_k takes its place
+            return (rec, drest_prev, _write(buf, k, da)), None
+        return (rec, drest_prev, buf), da
+
+    state0 = (dfinal[0], tuple(dfinal[1:]), buf)
+    (dh0, drest0, buf), das = jax.lax.scan(body, state0, jnp.arange(T), reverse=True, unroll=spec.unroll)
+    da = buf if math.overwrite else das
+    dU = math.weight_grad(_shift(carry0[0], carries[0]), da, None if math.overwrite else math.unpack(buf, ()))
+    if spec.gather:  # the table's gradient: each step's da added to the rows it gathered
+        return None, jnp.zeros_like(W).at[x].add(da), None, dU, (dh0, *drest0)
+    return da @ W.T, _outer_sum(x, da), da.sum(axis=(0, 1)), dU, (dh0, *drest0)
+
+
+_layer.defvjp(_layer_fwd, _layer_bwd)
 
 
 # --- entry point ------------------------------------------------------------------------------------------------
@@ -384,7 +518,7 @@ def run_layers(
     dropout: float = 0.0,
     wavefront: Optional[bool] = None,
     unroll: int = 1,
-    projected: bool = False,
+    tokens: Optional[jax.Array] = None,
 ) -> tuple[list, list]:
     """Stacked recurrent layers over time, the same maths as a loop of `cells.scan` calls.
 
@@ -398,12 +532,14 @@ def run_layers(
       dropout: the dropout rate.
       wavefront: run all layers in one scan (see the module docstring); None picks by hidden size.
       unroll: time steps per loop iteration.
-      projected: `x` is already the first layer's projected input W_0 x_t + b_0, (T, B, G*H).
+      tokens: (T, B) int ids; `x` is then the (vocab, G*H) table of the first layer's projected inputs (row v:
+        W_0 e_v + b_0, for the embedding e_v of id v), and each step gathers its own rows.
 
     Returns:
       (final carry per layer, hidden states per layer (T, B, H)).
     """
-    L, (T, B, _) = len(layers), x.shape
+    L = len(layers)
+    T, B = tokens.shape if tokens is not None else x.shape[:2]
     H = layers[0]["U"].shape[0]
     keeps = dropout_masks(list(dropout_keys)[: L - 1], dropout, (T, B, H)) if L > 1 else []
     rate = dropout if keeps else 0.0
@@ -412,17 +548,19 @@ def run_layers(
     carry = [tuple(c) for c in carry]
     if wavefront:
         spec = _Spec(cell.name, L, T, unroll, rate)
-        xp0 = x if projected else cell.project_inputs(layers[0], x)
+        xp0 = x if tokens is not None else cell.project_inputs(layers[0], x)
         Us = [p["U"] for p in layers]
-        hs, final = _stack(spec, xp0, Us, [p["W"] for p in layers[1:]], [p["b"] for p in layers[1:]], carry, keeps)
+        hs, final = _stack(spec, xp0, tokens, Us, [p["W"] for p in layers[1:]], [p["b"] for p in layers[1:]],
+                           carry, keeps)
         return list(final), hs
-    spec = _Spec(cell.name, 1, T, unroll, 0.0)
     final, hs = [], []
     for l, p in enumerate(layers):
-        if l > 0:
-            x = _drop(keeps[l - 1] if keeps else None, x, rate)
-        xp = x if projected and l == 0 else cell.project_inputs(p, x)
-        (h,), (c,) = _stack(spec, xp, [p["U"]], [], [], [carry[l]], [])
+        if l == 0 and tokens is not None:
+            h, c = _layer(_LayerSpec(cell.name, T, unroll, True), tokens, x, None, p["U"], carry[l])
+        else:
+            if l > 0:
+                x = _drop(keeps[l - 1] if keeps else None, x, rate)
+            h, c = _layer(_LayerSpec(cell.name, T, unroll, False), x, p["W"], p["b"], p["U"], carry[l])
         final.append(c)
         hs.append(h)
         x = h

@@ -92,13 +92,14 @@ def run_layers(
     if dropout_key is not None and config.dropout > 0:
         keys = list(jax.random.split(dropout_key, config.num_layers + 1))
     if edit is None and outputs == ("h",) and fused.ENABLED:  # training, evaluation: the same maths, faster
-        first, projected = params["layers"][0], False
+        first, tokens = params["layers"][0], None
         if config.vocab_size <= tokens_tm.size:
-            # W_0 e_t + b_0 depends on the token alone: project the (vocab, E) embedding once and gather rows,
-            # instead of a (T*B, E) @ (E, G*H) product and its two gradient products over the whole window.
-            x, projected = (params["embedding"] @ first["W"] + first["b"])[tokens_tm], True
+            # W_0 e_t + b_0 depends on the token alone: project the (vocab, E) embedding once and let each step
+            # gather its rows, instead of a (T*B, E) @ (E, G*H) product and its two gradient products over the
+            # whole window.
+            x, tokens = params["embedding"] @ first["W"] + first["b"], tokens_tm
         new_carry, hs = fused.run_layers(cell, params["layers"], x, carry, dropout_keys=keys[1:-1],
-                                         dropout=config.dropout, projected=projected)
+                                         dropout=config.dropout, tokens=tokens)
         return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keys[-1], config.dropout, hs[-1])}]
     new_carry, layer_states = [], []
     for layer, layer_params in enumerate(params["layers"]):
