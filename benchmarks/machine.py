@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 _HZ = os.sysconf("SC_CLK_TCK")
 TINYSHAKESPEARE = "/work/shared/corpora/tinyshakespeare.txt"
@@ -124,15 +125,43 @@ finally:
 """
 
 
-def run_child(argv: list[str]) -> tuple[dict, float]:
-    """Runs ``python script args...`` (a program that prints one JSON line last); returns (that JSON, the child's
-    peak RSS in MiB).
+def reexec_like_the_command(script: str) -> None:
+    """Re-runs this benchmark script once with the malloc setting the `charrnn` command gives itself
+    (`charrnn.memory.reexec_with_huge_pages`), so that it measures what users get. CHARRNN_DEFAULT_MALLOC=1
+    measures without it."""
+    from charrnn import memory
+
+    memory.reexec_with_huge_pages([sys.executable, script, *sys.argv[1:]])
+
+
+def child_environment(same_malloc: bool) -> dict:
+    """The environment of a PyTorch child: as PyTorch users run it (without the glibc setting that charrnn
+    gives itself), or with `same_malloc` the same as this process."""
+    from charrnn import memory
+
+    env = dict(os.environ)
+    if not same_malloc and memory.HUGE_PAGES_TUNABLE in env.get("GLIBC_TUNABLES", ""):
+        rest = [t for t in env["GLIBC_TUNABLES"].split(":") if t and t != memory.HUGE_PAGES_TUNABLE]
+        env.pop("GLIBC_TUNABLES")
+        if rest:
+            env["GLIBC_TUNABLES"] = ":".join(rest)
+    return env
+
+
+def add_torch_malloc_argument(parser) -> None:
+    parser.add_argument("--torch-huge-pages", action="store_true",
+                        help="run PyTorch with the same glibc huge-page setting charrnn gives itself")
+
+
+def run_child(argv: list[str], env: Optional[dict] = None) -> tuple[dict, float]:
+    """Runs ``python script args...`` (a program that prints one JSON line last) in `env` (default: this
+    process's); returns (that JSON, the child's peak RSS in MiB).
 
     The script runs under a small wrapper that reads the child's own VmHWM as it finishes, so only the child's
     memory is counted (its ru_maxrss from wait4 would include this process's peak; see `peak_rss_mb`).
     """
     python, script, *args = argv
-    proc = subprocess.run([python, "-c", _CHILD_WRAPPER, script, *args], capture_output=True, text=True)
+    proc = subprocess.run([python, "-c", _CHILD_WRAPPER, script, *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])} ... failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     kb = [line.split("=", 1)[1] for line in proc.stderr.splitlines() if line.startswith("CHILD_VMHWM_KB=")]
@@ -181,7 +210,8 @@ def describe() -> dict:
         pass
     import jax
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__}
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 def median(values):

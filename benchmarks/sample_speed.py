@@ -92,6 +92,7 @@ def parse_args(argv=None):
     p.add_argument("--compare-torch", action="store_true")
     p.add_argument("--torch-python", default=machine.TORCH_PYTHON)
     machine.add_quiet_arguments(p)
+    machine.add_torch_malloc_argument(p)
     return p.parse_args(argv)
 
 
@@ -146,7 +147,7 @@ def main(argv=None) -> dict:
             times[b].append(seconds)
             entry[f"ours_{b}_s"], entry[f"ours_{b}_load"] = round(seconds, 4), round(load, 2)
         if args.compare_torch:
-            (result, _), load = machine.quiet(args, lambda: machine.run_child(torch_argv))
+            (result, _), load = machine.quiet(args, lambda: machine.run_child(torch_argv, machine.child_environment(args.torch_huge_pages)))
             for b in args.batch_sizes:
                 torch_times[b].append(result[str(b)])
                 entry[f"torch_{b}_s"] = round(result[str(b)], 4)
@@ -174,4 +175,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    machine.reexec_like_the_command(__file__)
     main()

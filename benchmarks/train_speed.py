@@ -58,6 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--torch-python", default=machine.TORCH_PYTHON)
     p.add_argument("--torch-reference", default=machine.TORCH_REFERENCE)
     machine.add_quiet_arguments(p)
+    machine.add_torch_malloc_argument(p)
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--compile-only", action="store_true",
                    help="only build the train step (in this fresh process) and report how long that took")
@@ -160,7 +161,7 @@ def main(argv=None) -> dict:
         our_times += times
         entry = {"ours_s": round(machine.median(times), 5), "ours_load": round(load, 2)}
         if args.compare_torch:
-            (result, rss), tload = machine.quiet(args, lambda: machine.run_child(torch_argv))
+            (result, rss), tload = machine.quiet(args, lambda: machine.run_child(torch_argv, machine.child_environment(args.torch_huge_pages)))
             torch_medians.append(result["median_step_s"])
             torch_rss = max(torch_rss, rss)
             entry.update(torch_s=result["median_step_s"], torch_load=round(tload, 2),
@@ -199,4 +200,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    machine.reexec_like_the_command(__file__)
     main()

@@ -2,7 +2,7 @@
 
 Modules: `cells` (the RNN, LSTM and GRU equations), `model` (embedding, stacked layers, head, loss), `data` (corpus,
 vocabulary, splits, streams), `train` (optimizer, jitted step, loop), `sample` (jitted generation),
-`checkpoint` (safetensors, atomic), `cli` (the command line). Importing this package does not import JAX.
+`checkpoint` (safetensors, atomic), `memory` (malloc settings for XLA's buffers), `cli` (the command line). Importing this package does not import JAX.
 """
 
 __version__ = "0.1.0"

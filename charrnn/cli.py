@@ -16,6 +16,8 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from . import memory
+
 # One message, one line, also in logs; no emoji codes, so a file named "notes:smile:.txt" prints as it is.
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
@@ -98,6 +100,18 @@ class _Group(click.Group):
 @click.version_option(package_name="charrnn")
 def main():
     """Character-level RNN, LSTM and GRU language models on JAX: train on any text, sample, look inside."""
+
+
+def run() -> None:
+    """The `charrnn` command (and ``python -m charrnn``): `main`, in a process whose malloc asks for huge pages.
+
+    The command re-runs itself once, before anything else, with glibc's huge-page setting in its environment
+    (see `charrnn.memory`): a 2x512 LSTM train step runs about 8% faster. Not for help and version requests,
+    which should stay instant.
+    """
+    if not {"-h", "--help", "--version"} & set(sys.argv[1:]) and len(sys.argv) > 1:
+        memory.reexec_with_huge_pages([sys.executable, "-m", "charrnn", *sys.argv[1:]])
+    main(prog_name="charrnn")
 
 
 # --- train -------------------------------------------------------------------------------------------------

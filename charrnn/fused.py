@@ -51,16 +51,13 @@ also keeps the LSTM's f_t apart, see `_MATH`.)
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import os
-import sys
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from . import cells
+from . import cells, memory
 
 Carry = cells.Carry
 
@@ -68,34 +65,7 @@ Carry = cells.Carry
 ENABLED = True
 
 
-def keep_freed_memory() -> bool:
-    """Makes glibc keep freed memory of up to 64 MB blocks for reuse. Returns whether it could. Called at import.
-
-    XLA:CPU allocates each run's temporaries as one block from a worker thread. glibc serves a block above its
-    mmap threshold (at most 32 MB) with a fresh mmap every run, and the kernel zero-fills every page of it on
-    first touch: a 2x128 LSTM step at batch 50, window 50 needs a ~42 MB block, about 10,700 page faults and a
-    quarter of the step's time on a 2-core machine (measured: 0.021 s of system time per 0.07 s of compute).
-    With mmap off and trimming only above 64 MB, such a block comes from the worker thread's own arena heap
-    (glibc caps those heaps at 64 MB) and the next run reuses its pages: 130 faults per step instead.
-
-    Larger blocks still fall back to mmap, exactly as before, which keeps the peak memory where it was.
-    (Forcing them into the main heap too, with a single arena, removes their faults as well, but the heap then
-    fragments between steps: a 3x512 LSTM's peak RSS went from 1.1 GB to 2.2 GB, measured.) Two process-wide
-    malloc settings change, and they may change at any time, before or after JAX starts. The cost: freed
-    memory of any size stays with the process until 64 MB of it is free at the top of a heap. Set
-    CHARRNN_DEFAULT_MALLOC=1 to leave the allocator alone.
-    """
-    if os.environ.get("CHARRNN_DEFAULT_MALLOC") == "1" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h; mallopt returns 1 on success
-    return libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20) == 1
-
-
-keep_freed_memory()
+memory.keep_freed_memory()
 
 # Layers up to this size run as a wavefront by default (see `run_layers`); measured on a 2-core AVX-512 CPU.
 WAVEFRONT_MAX_HIDDEN = 256
