@@ -27,19 +27,19 @@ What is different from autodiff of `cells.scan`:
    logistic and a tanh on (B, H) slices, and the backward pass then needs no transcendental at all: the
    derivatives follow from the saved activations (σ' = σ(1 − σ), tanh' = 1 − tanh²).
 
-3. **Small layers run as a wavefront.** With `wavefront=True` one scan iteration computes layer l at time
-   t − l for every layer at once (T + L − 1 iterations instead of L·T), and one matmul per layer,
-   ``h^l @ [U_l | W_{l+1}]``, yields both layer l's recurrent term and layer l+1's input projection. The
-   backward pass is the mirror image (``da^l @ [U_l | W_l]^T``). Small layers are bound by the fixed cost of
-   each loop iteration and each kernel, not by arithmetic, so halving both pays; large layers prefer the
-   input projections hoisted out of the loop as whole-window matmuls (layer by layer, `wavefront=False`).
-
-4. **Large layers run one at a time, in place.** (`_layer`, for `wavefront=False`.) The layer's input
-   projection ``x @ W`` is one whole-window product into a (T, B, G*H) buffer; step t reads slot t (adding b
-   there) and writes what it saves over it, and the backward loop in turn writes da_t over that: no (T, B, G*H)
-   buffer is filled with zeros first, as a scan's stacked outputs would be, and the bias needs no pass of its
-   own. The first layer gathers its rows of the projected embedding table inside each step instead of
+3. **Layers run one at a time, in place** (`_layer`, `wavefront=False`). The layer's input projection
+   ``x @ W`` is one whole-window product into a (T, B, G*H) buffer; step t reads slot t (adding b there) and
+   writes what it saves over it, and the backward loop in turn writes da_t over that: no (T, B, G*H) buffer
+   is filled with zeros first, as a scan's stacked outputs would be, and the bias needs no pass of its own.
+   The first layer gathers its rows of the projected embedding table inside each step instead of
    materialising a gathered (T, B, G*H) copy first, and its table's gradient is a scatter-add of da.
+
+4. **Or as a wavefront** (`_stack`, `wavefront=True`): one scan iteration computes layer l at time t − l for
+   every layer at once (T + L − 1 iterations instead of L·T), and one matmul per layer,
+   ``h^l @ [U_l | W_{l+1}]``, yields both layer l's recurrent term and layer l+1's input projection. The
+   backward pass is the mirror image (``da^l @ [U_l | W_l]^T``). This halves the loop iterations and kernels
+   of small layers, but its saved states are fresh stacked buffers; since the layer path works in place, the
+   wavefront only still pays for the GRU (see `WAVEFRONT_MAX_HIDDEN`).
 
 Saved for the backward pass, per layer and step (all (B, ·), stacked over the scan): the hidden state h_t (it
 is also the output), the cell state c_t (LSTM), the gate activations (LSTM: f, i, o, g, (B, 4H); GRU: z, r,
@@ -67,8 +67,12 @@ ENABLED = True
 
 memory.keep_freed_memory()
 
-# Layers up to this size run as a wavefront by default (see `run_layers`); measured on a 2-core AVX-512 CPU.
-WAVEFRONT_MAX_HIDDEN = 256
+# Per cell kind, layers up to this size run as a wavefront by default (see `run_layers`). Measured on a 2-core
+# AVX-512 CPU (medians, train steps side by side): the in-place layer-at-a-time path is faster for the RNN
+# (2x256: 76 vs 104 ms) and the LSTM at every size tried (3x64 b32 s50: 14 vs 19 ms; 2x128 b50 s50: 37 vs
+# 40 ms; 2x256 b32: 126 vs 137 ms); the GRU, which cannot write da over its slabs, ties at 2x128 and is 4%
+# faster as a wavefront at 2x256.
+WAVEFRONT_MAX_HIDDEN = {"rnn": 0, "lstm": 0, "gru": 256}
 
 
 # --- the cells' maths, split into what the generic loops need ---------------------------------------------------
@@ -500,7 +504,8 @@ def run_layers(
       dropout_keys: the PRNG keys of the dropout on layers 1..L-1's inputs (as `model.run_layers` splits them);
         empty or None entries with `dropout` 0 mean no dropout.
       dropout: the dropout rate.
-      wavefront: run all layers in one scan (see the module docstring); None picks by hidden size.
+      wavefront: run all layers in one scan (see the module docstring); None picks by cell kind and hidden
+        size (`WAVEFRONT_MAX_HIDDEN`).
       unroll: time steps per loop iteration.
       tokens: (T, B) int ids; `x` is then the (vocab, G*H) table of the first layer's projected inputs (row v:
         W_0 e_v + b_0, for the embedding e_v of id v), and each step gathers its own rows.
@@ -514,7 +519,7 @@ def run_layers(
     keeps = dropout_masks(list(dropout_keys)[: L - 1], dropout, (T, B, H)) if L > 1 else []
     rate = dropout if keeps else 0.0
     if wavefront is None:
-        wavefront = H <= WAVEFRONT_MAX_HIDDEN
+        wavefront = H <= WAVEFRONT_MAX_HIDDEN[cell.name]
     carry = [tuple(c) for c in carry]
     if wavefront:
         spec = _Spec(cell.name, L, T, unroll, rate)

@@ -94,12 +94,13 @@ def test_values_and_gradients_match_plain_scan(kind, num_layers, rate, wavefront
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("kind,wavefront", [("gru", True), ("lstm", False), ("rnn", False), ("gru", False)])
+@pytest.mark.parametrize("kind,wavefront", [("gru", True), ("lstm", True), ("lstm", False), ("rnn", False),
+                                           ("gru", False)])
 def test_model_loss_and_gradients_match_with_dropout(kind, wavefront, monkeypatch):
     """Through the model, as training calls it: the fused path draws exactly `model._dropout`'s masks, and each
     step gathers its first-layer inputs from the projected embedding table (vocab 9 < T*B), in the wavefront
     and in the layer-at-a-time path (which writes what it saves over its input buffer)."""
-    monkeypatch.setattr(fused, "WAVEFRONT_MAX_HIDDEN", H if wavefront else 0)
+    monkeypatch.setitem(fused.WAVEFRONT_MAX_HIDDEN, kind, H if wavefront else 0)
     config = ModelConfig(vocab_size=9, cell=kind, hidden_size=H, num_layers=2, embedding_size=D, dropout=RATE)
     with jax.enable_x64(True):
         rng = np.random.default_rng(3)
