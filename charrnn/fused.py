@@ -521,6 +521,8 @@ def run_layers(
     if wavefront is None:
         wavefront = H <= WAVEFRONT_MAX_HIDDEN[cell.name]
     carry = [tuple(c) for c in carry]
+    if T == 0:  # nothing to run (e.g. sampling without a prime); the loops index their buffers, so skip them
+        return carry, [jnp.zeros((0, B, H), c[0].dtype) for c in carry]
     if wavefront:
         spec = _Spec(cell.name, L, T, unroll, rate)
         xp0 = x if tokens is not None else cell.project_inputs(layers[0], x)

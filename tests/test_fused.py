@@ -94,6 +94,18 @@ def test_values_and_gradients_match_plain_scan(kind, num_layers, rate, wavefront
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.parametrize("kind,wavefront", [("lstm", False), ("gru", True)])
+def test_an_empty_window_leaves_the_carry_alone(kind, wavefront):
+    """T = 0 (sampling without a prime runs the model over no characters): no step, the carry comes back as it
+    went in, and each layer's hidden states are an empty (0, B, H) array, as with the plain path."""
+    layers, x, carry = make_inputs(kind, 2)
+    final, hs = fused.run_layers(cells.get(kind), layers, x[:0], carry, wavefront=wavefront)
+    want_final, want_hs = plain_stack(kind, layers, x[:0], carry, [], 0.0)
+    for a, b in zip(jax.tree.leaves((final, hs)), jax.tree.leaves((want_final, want_hs))):
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kind,wavefront", [("gru", True), ("lstm", True), ("lstm", False), ("rnn", False),
                                            ("gru", False)])
 def test_model_loss_and_gradients_match_with_dropout(kind, wavefront, monkeypatch):
