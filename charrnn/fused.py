@@ -513,6 +513,9 @@ def run_layers(
     Returns:
       (final carry per layer, hidden states per layer (T, B, H)).
     """
+    # NumPy inputs (parameters loaded from a checkpoint, ids from a corpus) become JAX arrays here: the loops
+    # index them with traced step numbers, which a NumPy array cannot take.
+    x, tokens = jnp.asarray(x), None if tokens is None else jnp.asarray(tokens)
     L = len(layers)
     T, B = tokens.shape if tokens is not None else x.shape[:2]
     H = layers[0]["U"].shape[0]

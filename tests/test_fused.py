@@ -95,6 +95,22 @@ def test_values_and_gradients_match_plain_scan(kind, num_layers, rate, wavefront
 
 
 @pytest.mark.parametrize("kind,wavefront", [("lstm", False), ("gru", True)])
+def test_numpy_parameters_and_ids_run_eagerly(kind, wavefront, monkeypatch):
+    """As `model.forward` is called outside jit on a loaded checkpoint: NumPy parameters and NumPy token ids
+    (the first layer's table is then a NumPy array that the loop indexes with traced step numbers)."""
+    monkeypatch.setitem(fused.WAVEFRONT_MAX_HIDDEN, kind, H if wavefront else 0)
+    config = ModelConfig(vocab_size=9, cell=kind, hidden_size=H, num_layers=2, embedding_size=D)
+    rng = np.random.default_rng(11)
+    params = jax.tree.map(np.asarray, random_like(model_shapes(config), rng, jnp.float32))
+    ids = rng.integers(0, 9, (B, T)).astype(np.int32)
+    carry = model.initial_carry(config, B)
+    got, _ = model.forward(params, config, ids, carry)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    want, _ = model.forward(params, config, ids, carry)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind,wavefront", [("lstm", False), ("gru", True)])
 def test_an_empty_window_leaves_the_carry_alone(kind, wavefront):
     """T = 0 (sampling without a prime runs the model over no characters): no step, the carry comes back as it
     went in, and each layer's hidden states are an empty (0, B, H) array, as with the plain path."""
