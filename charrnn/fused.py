@@ -19,8 +19,8 @@ What is different from autodiff of `cells.scan`:
        dU = [h_0 .. h_{T-1}]^T @ [da_1 .. da_T]        (H, T*B) @ (T*B, G*H)
 
    da is also the gradient of the layer's input projection ``W x_t + b``, so dW, db and the gradient of the
-   layer below come from whole-window matmuls too (by autodiff of `cells.Cell.project_inputs` for the first
-   layer).
+   layer below come from whole-window matmuls too (for a first layer that gathers rows of a projected
+   embedding table, the table's gradient is a scatter-add of da instead).
 
 2. **Every gate goes through ONE tanh.** σ(x) = (1 + tanh(x/2)) / 2, so the whole (B, G*H) pre-activation
    block is scaled, passed through a single tanh and rescaled. On XLA:CPU that is several times faster than a
