@@ -245,6 +245,12 @@ def _valid(spec, k, layer):
     return (k >= layer) & (k < spec.steps + layer)
 
 
+def _gathered_rows_grad(table, tokens, d_rows):
+    """The gradient of a table whose rows ``table[tokens]`` were gathered: each row's gradient added to the row
+    it came from. table (vocab, G*H), tokens (T, B), d_rows (T, B, G*H)."""
+    return jnp.zeros_like(table).at[tokens].add(d_rows)
+
+
 def _select(ok, new, old):
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
@@ -367,7 +373,7 @@ def _stack_bwd(spec, residuals, cotangents):
     dWs = [_outer_sum(_drop(keeps[l - 1] if keeps else None, hs[l - 1], spec.rate), da[l]) for l in range(1, L)]
     dbs = [da[l].sum(axis=(0, 1)) for l in range(1, L)]
     dcarry0 = [(dh0[l], *drest0[l]) for l in range(L)]
-    dxp0 = da[0] if tokens is None else jnp.zeros_like(table).at[tokens].add(da[0])
+    dxp0 = da[0] if tokens is None else _gathered_rows_grad(table, tokens, da[0])
     return dxp0, None, dUs, dWs, dbs, dcarry0, [None] * len(keeps)
 
 
@@ -464,8 +470,8 @@ def _layer_bwd(spec, residuals, cotangents):
     (dh0, drest0, buf), das = jax.lax.scan(body, state0, jnp.arange(T), reverse=True, unroll=spec.unroll)
     da = buf if math.overwrite else das
     dU = math.weight_grad(_shift(carry0[0], carries[0]), da, None if math.overwrite else math.unpack(buf, ()))
-    if spec.gather:  # the table's gradient: each step's da added to the rows it gathered
-        return None, jnp.zeros_like(W).at[x].add(da), None, dU, (dh0, *drest0)
+    if spec.gather:
+        return None, _gathered_rows_grad(W, x, da), None, dU, (dh0, *drest0)
     return da @ W.T, _outer_sum(x, da), da.sum(axis=(0, 1)), dU, (dh0, *drest0)
 
 
