@@ -6,9 +6,10 @@ on every step; on a 2-core machine that was 8% of a 2x512 LSTM step and a quarte
 remedies, both for glibc on Linux, both off with CHARRNN_DEFAULT_MALLOC=1:
 
 - `keep_freed_memory` (at import of `charrnn.fused`): blocks of up to 64 MB are kept and reused.
-- `reexec_with_huge_pages` (the `charrnn` command, before anything else): larger blocks, which glibc always
-  maps afresh, are asked for as transparent huge pages, 512 times fewer page faults. This glibc setting is
-  read only when a program starts, so the command re-runs itself once with it in its environment.
+- `reexec_with_huge_pages` (`charrnn train`, `sample`, `inspect-cells`, before anything else): larger
+  blocks, which glibc always maps afresh, are asked for as transparent huge pages, 512 times fewer page
+  faults. This glibc setting is read only when a program starts, so the command re-runs itself once with it
+  in its environment.
 
 Nothing here imports JAX: the command calls it before its own imports.
 """

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from charrnn import memory
+from charrnn import cli, memory
 
 
 @pytest.fixture
@@ -58,3 +58,17 @@ def test_reexec_runs_the_program_again_with_the_tunable():
     code = f"from charrnn import memory; import sys; memory.reexec_with_huge_pages([sys.executable, '-c', {show!r}]); print('not replaced')"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == memory.HUGE_PAGES_TUNABLE
+
+
+@pytest.mark.parametrize("argv,reexec", [
+    (["train", "corpus.txt"], True), (["sample", "run"], True), (["inspect-cells", "run"], True),
+    (["train", "--help"], False), (["info", "run"], False), (["report", "run"], False), (["--version"], False),
+    ([], False),
+])
+def test_only_the_model_running_commands_re_run_themselves(monkeypatch, argv, reexec):
+    calls = []
+    monkeypatch.setattr(memory, "reexec_with_huge_pages", calls.append)
+    monkeypatch.setattr(cli, "main", lambda **kwargs: None)
+    monkeypatch.setattr(sys, "argv", ["charrnn", *argv])
+    cli.run()
+    assert calls == ([[sys.executable, "-m", "charrnn", *argv]] if reexec else [])
