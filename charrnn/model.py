@@ -15,7 +15,7 @@ everything runs time-major, because `lax.scan` walks the leading axis.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,11 +52,20 @@ def initial_carry(config: ModelConfig, batch_size: int) -> Carry:
     return [cell.initial_carry((batch_size,), config.hidden_size) for _ in range(config.num_layers)]
 
 
-def _dropout(key: Optional[jax.Array], rate: float, x: jax.Array) -> jax.Array:
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
+def dropout_masks(key: Optional[jax.Array], config: ModelConfig, steps: int, batch_size: int) -> Optional[list]:
+    """The keep-masks of training's dropout for one (batch_size, steps) window: one (steps, batch_size, H) bool
+    array for the input of every layer after the first and one for the head's input (L in all), drawn from
+    `key`; None when there is no dropout (no key, or rate 0). A mask's rows are the batch's rows, so a device
+    holding some rows of the batch can be handed the same rows of every mask."""
+    if key is None or config.dropout == 0.0:
+        return None
+    keys = jax.random.split(key, config.num_layers + 1)[1:]
+    shape = (steps, batch_size, config.hidden_size)
+    return [jax.random.bernoulli(k, 1.0 - config.dropout, shape) for k in keys]
+
+
+def _dropout(keep: Optional[jax.Array], rate: float, x: jax.Array) -> jax.Array:
+    return x if keep is None else jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
 def run_layers(
@@ -66,6 +75,7 @@ def run_layers(
     carry: Carry,
     *,
     dropout_key: Optional[jax.Array] = None,
+    dropout_keep: Optional[Sequence[jax.Array]] = None,
     outputs: tuple[str, ...] = ("h",),
     edit: Optional[Callable] = None,
     edit_inputs: Optional[list] = None,
@@ -76,6 +86,7 @@ def run_layers(
       tokens_tm: (T, B) int token ids.
       carry: the state before the first step (see `initial_carry`).
       dropout_key: a PRNG key turns dropout on (training); None turns it off (evaluation, sampling).
+      dropout_keep: or the dropout's keep-masks themselves, as `dropout_masks` draws them (instead of a key).
       outputs: which per-step states each layer reports (see `cells.Cell.state_names`); "h" is always included.
       edit: optional ``edit(layer, name, value, edit_input_t) -> value`` applied inside every step of every
         layer (see `cells.Edit`): inspection clamps units and probes gradients with it.
@@ -88,9 +99,9 @@ def run_layers(
     cell = cells.get(config.cell)
     outputs = tuple(dict.fromkeys(("h", *outputs)))
     x = params["embedding"][tokens_tm]  # (T, B, E)
-    keys = [None] * (config.num_layers + 1)
-    if dropout_key is not None and config.dropout > 0:
-        keys = list(jax.random.split(dropout_key, config.num_layers + 1))
+    if dropout_keep is None:
+        dropout_keep = dropout_masks(dropout_key, config, *tokens_tm.shape)
+    keeps = list(dropout_keep) if dropout_keep is not None and config.dropout > 0 else [None] * config.num_layers
     if edit is None and outputs == ("h",) and fused.ENABLED:  # training, evaluation: the same maths, faster
         first, tokens = params["layers"][0], None
         if config.vocab_size <= tokens_tm.size:
@@ -98,20 +109,20 @@ def run_layers(
             # gather its rows, instead of a (T*B, E) @ (E, G*H) product and its two gradient products over the
             # whole window.
             x, tokens = params["embedding"] @ first["W"] + first["b"], tokens_tm
-        new_carry, hs = fused.run_layers(cell, params["layers"], x, carry, dropout_keys=keys[1:-1],
+        new_carry, hs = fused.run_layers(cell, params["layers"], x, carry, dropout_keeps=keeps[:-1],
                                          dropout=config.dropout, tokens=tokens)
-        return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keys[-1], config.dropout, hs[-1])}]
+        return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keeps[-1], config.dropout, hs[-1])}]
     new_carry, layer_states = [], []
     for layer, layer_params in enumerate(params["layers"]):
         if layer > 0:  # dropout between layers, never on the recurrent path
-            x = _dropout(keys[layer], config.dropout, x)
+            x = _dropout(keeps[layer - 1], config.dropout, x)
         layer_edit = None if edit is None else functools.partial(edit, layer)
         c, states = cells.scan(cell, layer_params, cell.project_inputs(layer_params, x), carry[layer], outputs,
                                edit=layer_edit, edit_inputs=None if edit_inputs is None else edit_inputs[layer])
         new_carry.append(c)
         layer_states.append(states)
         x = states["h"]
-    layer_states[-1] = {**layer_states[-1], "h": _dropout(keys[-1], config.dropout, x)}
+    layer_states[-1] = {**layer_states[-1], "h": _dropout(keeps[-1], config.dropout, x)}
     return new_carry, layer_states
 
 
@@ -127,6 +138,7 @@ def forward(
     carry: Carry,
     *,
     dropout_key: Optional[jax.Array] = None,
+    dropout_keep: Optional[Sequence[jax.Array]] = None,
 ) -> tuple[jax.Array, Carry]:
     """Next-character logits for a batch of windows.
 
@@ -134,11 +146,12 @@ def forward(
       tokens: (B, T) int token ids.
       carry: the state before the first character (see `initial_carry`).
       dropout_key: a PRNG key turns dropout on (training); None turns it off.
+      dropout_keep: or the keep-masks themselves (see `dropout_masks`).
 
     Returns:
       logits (B, T, vocab) — position t predicts token t+1 — and the carry after the last character.
     """
-    carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key)
+    carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key, dropout_keep=dropout_keep)
     logits = head(params, states[-1]["h"])  # (T, B, V)
     return jnp.swapaxes(logits, 0, 1), carry
 
@@ -182,9 +195,11 @@ def loss(
     carry: Carry,
     *,
     dropout_key: Optional[jax.Array] = None,
+    dropout_keep: Optional[Sequence[jax.Array]] = None,
 ) -> tuple[jax.Array, Carry]:
-    """Mean cross-entropy in nats per character of `targets` (B, T) given `inputs` (B, T), and the new carry."""
-    logits, carry = forward(params, config, inputs, carry, dropout_key=dropout_key)
+    """Mean cross-entropy in nats per character of `targets` (B, T) given `inputs` (B, T), and the new carry.
+    Dropout as in `forward`."""
+    logits, carry = forward(params, config, inputs, carry, dropout_key=dropout_key, dropout_keep=dropout_keep)
     return cross_entropy(logits, targets), carry
 
 

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import PartitionSpec as P
 
 from . import checkpoint, data, distributed, model, runlog
 from .config import ConfigError, ModelConfig, TrainConfig
@@ -197,20 +198,54 @@ def _select(ok: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
-def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation) -> Callable:
+def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placement]) -> Callable:
+    """``gradients(params, x, y, carry, keep) -> (loss, new carry, grads)`` on a window `x` -> `y` (B, T), with
+    the dropout keep-masks `keep` (`model.dropout_masks`, or None).
+
+    With several devices, each device computes the loss and gradients of its own rows of the batch (a
+    `jax.shard_map`) and one all-reduce averages them (the rows are equal in number, so the mean of the means is
+    the mean over the batch). Each device's recurrence then runs as a loop of its own, in parallel: on a CPU,
+    whose XLA runs a loop's steps one after another on one core, this is what puts the other cores to work
+    (see `charrnn.distributed.cpu_devices`). Left to XLA's partitioner instead, the same program gathers
+    activations between the devices and runs no faster than one device.
+    """
+
+    def gradients(params, x, y, carry, keep):
+        def loss_fn(p):
+            return model.loss(p, model_config, x, y, carry, dropout_keep=keep)
+
+        (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return loss, new_carry, grads
+
+    if placement is None or placement.devices == 1:
+        return gradients
+
+    def averaged(params, x, y, carry, keep):
+        loss, new_carry, grads = gradients(params, x, y, carry, keep)
+        return jax.lax.pmean(loss, distributed.AXIS), new_carry, jax.lax.pmean(grads, distributed.AXIS)
+
+    rows, time_rows, whole = P(distributed.AXIS), P(None, distributed.AXIS), P()
+    # check_vma off: the layer loops start from buffers made inside them (zeros, projections), which the check
+    # would have marked as varying across devices by hand; every output's spec is given below.
+    return jax.shard_map(averaged, mesh=placement.mesh, in_specs=(whole, rows, rows, rows, time_rows),
+                         out_specs=(whole, rows, whole), check_vma=False)
+
+
+def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
+               placement: Optional[distributed.Placement] = None) -> Callable:
     """``body(state, x, y, window) -> (state, metrics)``: one update on the window `x` -> `y` (B, T), the `window`
     index in the epoch deciding whether the carry starts from zero. Shared by both ways of feeding windows."""
     dropout_base = jax.random.fold_in(jax.random.key(config.seed), 1)
+    gradients = _gradients(model_config, placement)
 
     def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
         carry = jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), state.carry)
         carry = jax.lax.stop_gradient(carry)
         dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout > 0 else None
-
-        def loss_fn(params):
-            return model.loss(params, model_config, x, y, carry, dropout_key=dropout_key)
-
-        (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        # The masks of the whole batch, drawn as one device would draw them: any number of devices takes the
+        # same steps (each is handed its rows of them).
+        keep = model.dropout_masks(dropout_key, model_config, x.shape[1], x.shape[0])
+        loss, new_carry, grads = gradients(state.params, x, y, carry, keep)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -260,7 +295,7 @@ def make_train_step(
     metrics: {"loss": nats per character, "grad_norm": global norm before clipping, "ok": bool}.
     """
     T = seq_length or config.seq_length
-    body = _step_body(model_config, config, optimizer)
+    body = _step_body(model_config, config, optimizer, placement)
 
     def step(state: TrainState, inputs: jax.Array, targets: jax.Array):
         window = state.step % (steps_per_epoch or inputs.shape[1] // T)
@@ -287,7 +322,7 @@ def make_window_step(
     from the corpus on the host so that nothing of corpus size has to live on the device. With a `placement`,
     the window and the carry are sharded by rows over its devices.
     """
-    body = _step_body(model_config, config, optimizer)
+    body = _step_body(model_config, config, optimizer, placement)
 
     def step(state: TrainState, window: jax.Array):
         x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
@@ -354,6 +389,16 @@ def make_evaluate_chunk(model_config: ModelConfig, seq_length: int,
 
     if placement is None:
         return jax.jit(chunk, donate_argnums=1)
+    if placement.devices > 1:  # each device runs its own rows (see `_gradients`), then the sums are added up
+        def added_up(params, carry, ids, valid):
+            carry, sums = chunk(params, carry, ids, valid)
+            return carry, jax.lax.psum(sums, distributed.AXIS)
+
+        rows = P(distributed.AXIS)
+        return jax.jit(jax.shard_map(added_up, mesh=placement.mesh, in_specs=(P(), rows, rows, rows),
+                                     out_specs=(rows, P()), check_vma=False), donate_argnums=1,
+                       in_shardings=(placement.replicated, placement.batch, placement.batch, placement.batch),
+                       out_shardings=(placement.batch, placement.replicated))
     return jax.jit(chunk, donate_argnums=1,
                    in_shardings=(placement.replicated, placement.batch, placement.batch, placement.batch),
                    out_shardings=(placement.batch, placement.replicated))
