@@ -125,13 +125,15 @@ finally:
 """
 
 
-def reexec_like_the_command(script: str) -> None:
-    """Re-runs this benchmark script once with the malloc setting the `charrnn` command gives itself
-    (`charrnn.memory.reexec_with_huge_pages`), so that it measures what users get. CHARRNN_DEFAULT_MALLOC=1
-    measures without it."""
-    from charrnn import memory
+def reexec_like_the_command(script: str, command: str) -> None:
+    """Re-runs this benchmark script once in the environment the `charrnn` `command` gives itself
+    (`charrnn.launch.command_environment`: huge pages; for train, one CPU device per core), so that it
+    measures what users get. CHARRNN_DEFAULT_MALLOC=1 measures without huge pages, CHARRNN_ONE_CPU_DEVICE=1
+    with one device."""
+    from charrnn import launch
 
-    memory.reexec_with_huge_pages([sys.executable, script, *sys.argv[1:]])
+    environ = launch.command_environment(command, os.environ, launch.usable_cores(), sys.argv[1:])
+    launch.reexec([sys.executable, script, *sys.argv[1:]], environ)
 
 
 def child_environment(same_malloc: bool) -> dict:
@@ -211,7 +213,7 @@ def describe() -> dict:
     import jax
 
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def median(values):

@@ -175,5 +175,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    machine.reexec_like_the_command(__file__)
+    machine.reexec_like_the_command(__file__, "sample")
     main()

@@ -54,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds of (ours, PyTorch)")
     p.add_argument("--plain", action="store_true", help="use the plain cells.scan path, not charrnn.fused")
+    p.add_argument("--devices", type=int, default=None,
+                   help="devices to split the batch over [default: as `charrnn train`, one per core that splits it]")
     p.add_argument("--compare-torch", action="store_true")
     p.add_argument("--torch-python", default=machine.TORCH_PYTHON)
     p.add_argument("--torch-reference", default=machine.TORCH_REFERENCE)
@@ -112,7 +114,7 @@ def main(argv=None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from charrnn import data, fused, train
+    from charrnn import data, distributed, fused, train
     from charrnn.config import ModelConfig, TrainConfig
 
     fused.ENABLED = not args.plain
@@ -123,13 +125,16 @@ def main(argv=None) -> dict:
                      decay="constant")
     B, T = args.batch_size, args.seq_length
     optimizer = train.make_optimizer(tc, None)
-    state = train.init_state(mc, tc, optimizer)
+    # The devices `charrnn train` would use here (one per core, as many as split the batch; --devices 1 or
+    # CHARRNN_ONE_CPU_DEVICE=1 for one).
+    placement = train.fit_placement(distributed.placement(args.devices), len(corpus.ids), tc)
+    state = placement.put(train.init_state(mc, tc, optimizer), train.state_shardings(placement))
     dtype = train._token_dtype(mc.vocab_size)
-    inputs, targets = (jnp.asarray(a.astype(dtype)) for a in data.streams(corpus.ids, B))
+    inputs, targets = placement.put(tuple(a.astype(dtype) for a in data.streams(corpus.ids, B)), placement.batch)
     steps_per_epoch = inputs.shape[1] // T
 
     t0 = time.perf_counter()
-    lowered = train.make_train_step(mc, tc, optimizer, T, steps_per_epoch).lower(state, inputs, targets)
+    lowered = train.make_train_step(mc, tc, optimizer, T, steps_per_epoch, placement).lower(state, inputs, targets)
     lower_s = time.perf_counter() - t0
     step = lowered.compile()
     compile_s = time.perf_counter() - t0  # tracing + lowering + XLA: what the first step costs beyond running
@@ -172,7 +177,7 @@ def main(argv=None) -> dict:
     flops = model_flops(args.cell, args.hidden_size, args.num_layers, args.embedding_size, mc.vocab_size, B, T)
 
     out = {
-        "bench": "train", "path": "plain" if args.plain else "fused", "cell": args.cell,
+        "bench": "train", "path": "plain" if args.plain else "fused", "devices": placement.devices, "cell": args.cell,
         "hidden_size": args.hidden_size, "num_layers": args.num_layers, "embedding_size": args.embedding_size,
         "batch_size": B, "seq_length": T, "dropout": args.dropout, "vocab": mc.vocab_size,
         "corpus_chars": int(len(corpus.ids)),
@@ -200,5 +205,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    machine.reexec_like_the_command(__file__)
+    machine.reexec_like_the_command(__file__, "train")
     main()

@@ -181,9 +181,11 @@ def check_batch(batch_size: int, devices: int, available: Optional[int] = None) 
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """The devices a run trains on and how its arrays are laid out on them."""
+    """The devices a run trains on and how its arrays are laid out on them. `asked`: whether the number of
+    devices was asked for (--devices), or may be narrowed to fit the batch (`charrnn.train.fit_placement`)."""
 
     mesh: Mesh
+    asked: bool = True
 
     @property
     def devices(self) -> int:
@@ -304,6 +306,7 @@ def placement(devices: Optional[int] = None) -> Placement:
     processes = jax.process_count()
     local = len(jax.local_devices())
     kind = everything[0].platform
+    asked = devices is not None
     if devices is None:
         devices = len(everything)
     if devices < 1:
@@ -322,4 +325,4 @@ def placement(devices: Optional[int] = None) -> Placement:
     if per_process > local:
         raise ConfigError(f"--devices {devices} needs {per_process} devices in each process, this one has {local}")
     chosen = [d for p in range(processes) for d in [d for d in everything if d.process_index == p][:per_process]]
-    return Placement(Mesh(np.array(chosen), (AXIS,)))
+    return Placement(Mesh(np.array(chosen), (AXIS,)), asked=asked)

@@ -6,7 +6,7 @@ on every step; on a 2-core machine that was 8% of a 2x512 LSTM step and a quarte
 remedies, both for glibc on Linux, both off with CHARRNN_DEFAULT_MALLOC=1:
 
 - `keep_freed_memory` (at import of `charrnn.fused`): blocks of up to 64 MB are kept and reused.
-- `reexec_with_huge_pages` (`charrnn train`, `sample`, `inspect-cells`, before anything else): larger
+- `huge_pages_environment` (`charrnn train`, `sample`, `inspect-cells`, see `charrnn.launch`): larger
   blocks, which glibc always maps afresh, are asked for as transparent huge pages, 512 times fewer page
   faults. This glibc setting is read only when a program starts, so the command re-runs itself once with it
   in its environment.
@@ -39,7 +39,7 @@ def keep_freed_memory() -> bool:
     (glibc caps those heaps at 64 MB) and the next run reuses its pages: 130 faults per step instead.
 
     Larger blocks still fall back to mmap, exactly as before, which keeps the peak memory where it was (the
-    `charrnn` command asks for huge pages for those: `reexec_with_huge_pages`).
+    `charrnn` command asks for huge pages for those: `huge_pages_environment`).
     (Forcing them into the main heap too, with a single arena, removes their faults as well, but the heap then
     fragments between steps: a 3x512 LSTM's peak RSS went from 1.1 GB to 2.2 GB, measured.) Two process-wide
     malloc settings change, and they may change at any time, before or after JAX starts. The cost: freed
@@ -83,16 +83,3 @@ def huge_pages_environment(environ: Mapping[str, str]) -> Optional[dict]:
             or not _transparent_huge_pages_on_request()):
         return None
     return {**environ, "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE}
-
-
-def reexec_with_huge_pages(argv: Sequence[str]) -> None:
-    """Replaces this process by `argv` (e.g. ``[sys.executable, "-m", "charrnn", ...]``) run with
-    `huge_pages_environment`, when that gains something; returns (and nothing changes) otherwise or if the
-    exec fails. Call it first thing, before any work worth keeping: the process is replaced."""
-    environ = huge_pages_environment(os.environ)
-    if environ is None or not argv or not argv[0]:
-        return
-    try:
-        os.execve(argv[0], list(argv), environ)
-    except OSError:
-        return

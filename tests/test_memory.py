@@ -1,4 +1,5 @@
-"""The malloc settings of `charrnn.memory`: when the command re-runs itself with huge pages, and that it does."""
+"""The malloc settings of `charrnn.memory`, and `charrnn.launch`: which commands re-run themselves, with what
+environment (huge pages; for train, one CPU device per core), and that they do."""
 
 import os
 import subprocess
@@ -6,7 +7,7 @@ import sys
 
 import pytest
 
-from charrnn import cli, memory
+from charrnn import cli, launch, memory
 
 
 @pytest.fixture
@@ -55,9 +56,42 @@ def test_reexec_runs_the_program_again_with_the_tunable():
     if memory.huge_pages_environment(env) is None:
         pytest.skip("this machine gains nothing from huge pages (glibc < 2.35 or THP not 'madvise')")
     show = "import os; print(os.environ.get('GLIBC_TUNABLES'))"
-    code = f"from charrnn import memory; import sys; memory.reexec_with_huge_pages([sys.executable, '-c', {show!r}]); print('not replaced')"
+    code = (f"from charrnn import launch, memory; import os, sys; "
+            f"launch.reexec([sys.executable, '-c', {show!r}], memory.huge_pages_environment(os.environ)); "
+            f"print('not replaced')")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == memory.HUGE_PAGES_TUNABLE
+
+
+def test_nothing_to_run_again_with_is_no_exec():
+    launch.reexec([sys.executable, "-c", "raise SystemExit(3)"], None)  # returns: this test goes on
+
+
+def test_train_asks_for_one_cpu_device_per_core_up_to_eight():
+    assert launch.cpu_devices_environment({"A": "1"}, 2) == {"A": "1", "XLA_FLAGS": f"{launch.CPU_DEVICES_FLAG}=2"}
+    assert launch.cpu_devices_environment({}, 64)["XLA_FLAGS"] == f"{launch.CPU_DEVICES_FLAG}={launch.MAX_CPU_DEVICES}"
+    env = launch.cpu_devices_environment({"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}, 4)
+    assert env["XLA_FLAGS"] == f"--xla_cpu_enable_fast_math=false {launch.CPU_DEVICES_FLAG}=4"
+
+
+@pytest.mark.parametrize("environ,cores", [
+    ({}, 1),  # nothing to split
+    ({"XLA_FLAGS": f"{launch.CPU_DEVICES_FLAG}=3"}, 4),  # the user's count (or ours, after the re-run) stands
+    ({"CHARRNN_ONE_CPU_DEVICE": "1"}, 4),
+])
+def test_one_device_when_asked_done_or_one_core(environ, cores):
+    assert launch.cpu_devices_environment(environ, cores) is None
+
+
+def test_only_train_gets_the_cpu_devices(capable):
+    train = launch.command_environment("train", {}, 2)
+    assert train["XLA_FLAGS"] == f"{launch.CPU_DEVICES_FLAG}=2" and train["GLIBC_TUNABLES"] == memory.HUGE_PAGES_TUNABLE
+    sample = launch.command_environment("sample", {}, 2)
+    assert "XLA_FLAGS" not in sample and sample["GLIBC_TUNABLES"] == memory.HUGE_PAGES_TUNABLE
+    assert launch.command_environment("train", {"CHARRNN_DEFAULT_MALLOC": "1"}, 2)["XLA_FLAGS"]
+    assert launch.command_environment("sample", {"CHARRNN_DEFAULT_MALLOC": "1"}, 2) is None
+    for joining in (["c.txt", "--coordinator", "10.0.0.1:1234"], ["--coordinator=10.0.0.1:1234"]):
+        assert "XLA_FLAGS" not in launch.command_environment("train", {}, 2, joining)  # one device per process
 
 
 @pytest.mark.parametrize("argv,reexec", [
@@ -67,8 +101,9 @@ def test_reexec_runs_the_program_again_with_the_tunable():
 ])
 def test_only_the_model_running_commands_re_run_themselves(monkeypatch, argv, reexec):
     calls = []
-    monkeypatch.setattr(memory, "reexec_with_huge_pages", calls.append)
+    monkeypatch.setattr(launch, "reexec", lambda argv, environ: calls.append((argv, environ)))
+    monkeypatch.setattr(launch, "command_environment", lambda command, environ, cores, args: {"for": command})
     monkeypatch.setattr(cli, "main", lambda **kwargs: None)
     monkeypatch.setattr(sys, "argv", ["charrnn", *argv])
     cli.run()
-    assert calls == ([[sys.executable, "-m", "charrnn", *argv]] if reexec else [])
+    assert calls == ([([sys.executable, "-m", "charrnn", *argv], {"for": argv[0]})] if reexec else [])

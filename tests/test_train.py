@@ -1,12 +1,14 @@
 """Training: truncated BPTT windows and carry, the jitted step, evaluation, the loop, resume and determinism."""
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from charrnn import checkpoint, data, model, sample, train
+from charrnn import checkpoint, data, distributed, model, sample, train
 from charrnn.config import ModelConfig, TrainConfig
 
 TINY = ModelConfig(vocab_size=6, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
@@ -235,3 +237,29 @@ def test_validation_in_chunks_is_validation_of_the_whole_split(chunk_chars, row_
     assert count == len(ids) - 1
     assert total / count == pytest.approx(whole, rel=1e-6)
 
+
+
+# --- how many devices a run uses when not told -------------------------------------------------------------------
+
+_Devices = collections.namedtuple("_Devices", "asked num_processes devices")
+
+
+@pytest.mark.parametrize("batch_size,num_train,visible,expected", [
+    (50, 10_000, 4, 2),   # 50 splits over 2, not 4 (nor 3)
+    (48, 10_000, 4, 4),
+    (7, 10_000, 2, 1),    # a prime batch: one device
+    (50, 31, 2, 1),       # a tiny corpus shrinks the batch to 3 streams of 10, which split over 1
+    (50, 10_000, 1, 1),
+])
+def test_a_placement_not_asked_for_narrows_to_the_most_devices_that_split_the_batch(
+        monkeypatch, batch_size, num_train, visible, expected):
+    monkeypatch.setattr(distributed, "placement", lambda devices: _Devices(False, 1, devices))
+    config = TrainConfig(batch_size=batch_size, seq_length=10)
+    assert train.fit_placement(_Devices(False, 1, visible), num_train, config).devices == expected
+
+
+def test_a_placement_asked_for_or_over_several_processes_stays_as_it_is(monkeypatch):
+    monkeypatch.setattr(distributed, "placement", lambda devices: pytest.fail("narrowed"))
+    config = TrainConfig(batch_size=50, seq_length=10)
+    for given in (_Devices(True, 1, 4), _Devices(False, 2, 4)):  # --devices 4 then fails with what would work
+        assert train.fit_placement(given, 10_000, config) is given
