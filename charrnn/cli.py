@@ -293,7 +293,7 @@ def _train(corpus_path, out, resume_path, force, encoding, keep_newlines, byte_l
     from . import render
 
     if not quiet:
-        where = "" if placement.devices == 1 else f" on {placement.devices} devices" + (
+        where = "" if placement.devices == 1 else f" on {placement.devices} {placement.kind} devices" + (
             f" in {placement.num_processes} processes" if several else "")
         err.print(f"Training a {model_config.num_layers}-layer {model_config.cell.upper()} "
                   f"({model_config.hidden_size} units) on [bold]{escape(corpus.info.path)}[/] "

@@ -3,8 +3,10 @@
 One process, many devices: training builds a one-axis `jax.sharding.Mesh` (axis ``"data"``) over the devices
 and shards the B streams across it with ``NamedSharding(mesh, P("data"))``: the token windows and the carried
 hidden state are split by rows, the parameters and optimizer state are replicated (``P()``). The train step
-stays one jitted program; XLA partitions it and inserts the all-reduce that averages the gradients (the loss is
-the mean over the whole global batch). Nothing here communicates by itself.
+stays one jitted program, in which each device computes the gradients of its own rows (`jax.shard_map`) and
+one all-reduce (``pmean``) averages them (the loss is the mean over the whole global batch; see
+`charrnn.train`). Nothing here communicates by itself. On a CPU the `charrnn` command makes one device per
+core (`charrnn.launch`); a run not told how many devices to use takes as many as split its batch evenly.
 
 Many processes (hosts): `initialize` calls `jax.distributed.initialize` (on CPU with gloo collectives) before
 JAX touches a device. The mesh then spans every process's devices, ordered by process, so process p's devices
@@ -190,6 +192,11 @@ class Placement:
     @property
     def devices(self) -> int:
         return self.mesh.devices.size
+
+    @property
+    def kind(self) -> str:
+        """The devices' platform in capitals: CPU, GPU, TPU."""
+        return self.mesh.devices.flat[0].platform.upper()
 
     @property
     def num_processes(self) -> int:

@@ -15,7 +15,8 @@ windows at a time, the state carried), and writes ``best.safetensors`` (lowest v
 ``latest.safetensors`` atomically. It never prints; it reports through a callback.
 
 Data parallelism (see `charrnn.distributed`): the B streams are sharded over the devices of a `Placement`, the
-parameters and optimizer state replicated; with several processes each feeds only its own rows, and only
+parameters and optimizer state replicated; each device computes the gradients of its own streams and one
+all-reduce averages them (`_gradients`). With several processes each feeds only its own rows, and only
 process 0 writes files and reports.
 """
 

@@ -5,6 +5,7 @@ The contract for every error a user can fix: exit code 1, nothing on stdout, exa
 starts with "error:" and names the key fact, no traceback, and nothing written or overwritten.
 """
 
+import json
 import os
 import re
 import shutil
@@ -422,6 +423,12 @@ def test_training_in_a_log_is_plain_lines_with_samples(tmp_path):
     assert any(re.match(r"step +20  val \d\.\d{4} nats \(\d\.\d{3} bpc\) [↓↑]", l) for l in lines)
     assert sum("sample at step 10, temperature" in l for l in lines) == 3
     assert done.stdout.strip() == str(tmp_path / "run" / "best.safetensors")
+    # The command gave itself a CPU device per core and split the batch of 4 over as many as divide it.
+    from charrnn import launch
+
+    cores = min(launch.usable_cores(), launch.MAX_CPU_DEVICES)
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["devices"] == max(d for d in range(1, cores + 1) if 4 % d == 0)
 
 
 def test_a_run_keeps_its_metrics_and_settings(run):
