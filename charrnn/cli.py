@@ -112,7 +112,7 @@ def run() -> None:
 
     `train`, `sample` and `inspect-cells` re-run themselves once, before anything else, with glibc's huge-page
     setting in their environment (a 2x512 or 3x512 LSTM train step runs 5 to 9% faster), and `train` with
-    one XLA CPU device per core (a 2x128 or 2x256 LSTM step 1.2x as fast on 2 cores). Not the other commands,
+    one XLA CPU device per core (a 2x128 or 2x256 LSTM step 1.3x as fast on 2 cores). Not the other commands,
     nor help requests, which gain nothing and should stay quick.
     """
     args = sys.argv[1:]
