@@ -112,7 +112,6 @@ def main(argv=None) -> dict:
         return compile_times(args)
     t_import = time.perf_counter()
     import jax
-    import jax.numpy as jnp
 
     from charrnn import data, distributed, fused, train
     from charrnn.config import ModelConfig, TrainConfig

@@ -486,7 +486,8 @@ _layer.defvjp(_layer_fwd, _layer_bwd)
 
 
 def dropout_masks(keys: Sequence[Optional[jax.Array]], rate: float, shape: tuple[int, ...]) -> list:
-    """The keep-masks `model._dropout` draws for the inputs of layers 1..L-1: bernoulli(key, 1 - rate, shape)."""
+    """Dropout keep-masks, one bernoulli(key, 1 - rate, shape) per key (`model.dropout_masks` draws them per
+    layer input and for the head's)."""
     if rate == 0.0 or not keys or keys[0] is None:
         return []
     return [jax.random.bernoulli(k, 1.0 - rate, shape) for k in keys]
@@ -498,8 +499,7 @@ def run_layers(
     x: jax.Array,
     carry: Sequence[Carry],
     *,
-    dropout_keys: Sequence[Optional[jax.Array]] = (),
-    dropout_keeps: Sequence[jax.Array] = (),
+    dropout_keeps: Sequence[Optional[jax.Array]] = (),
     dropout: float = 0.0,
     wavefront: Optional[bool] = None,
     unroll: int = 1,
@@ -512,9 +512,8 @@ def run_layers(
       layers: per-layer parameters ``{"W": (d, G*H), "U": (H, G*H), "b": (G*H,)}``.
       x: (T, B, d) inputs of the first layer.
       carry: per layer, the carry before step 1 (each (B, H)).
-      dropout_keys: the PRNG keys of the dropout on layers 1..L-1's inputs (as `model.run_layers` splits them);
-        empty or None entries with `dropout` 0 mean no dropout.
-      dropout_keeps: or the keep-masks (T, B, H) bool of layers 1..L-1's inputs themselves, instead of keys.
+      dropout_keeps: the dropout's keep-masks (T, B, H) bool of layers 1..L-1's inputs (`dropout_masks`);
+        empty, or None entries, mean no dropout.
       dropout: the dropout rate.
       wavefront: run all layers in one scan (see the module docstring); None picks by cell kind and hidden
         size (`WAVEFRONT_MAX_HIDDEN`).
@@ -531,10 +530,7 @@ def run_layers(
     L = len(layers)
     T, B = tokens.shape if tokens is not None else x.shape[:2]
     H = layers[0]["U"].shape[0]
-    if dropout_keeps and dropout_keeps[0] is not None:
-        keeps = list(dropout_keeps)[: L - 1]
-    else:
-        keeps = dropout_masks(list(dropout_keys)[: L - 1], dropout, (T, B, H)) if L > 1 else []
+    keeps = [k for k in list(dropout_keeps)[: L - 1] if k is not None]
     rate = dropout if keeps else 0.0
     if wavefront is None:
         wavefront = H <= WAVEFRONT_MAX_HIDDEN[cell.name]

@@ -59,9 +59,8 @@ def dropout_masks(key: Optional[jax.Array], config: ModelConfig, steps: int, bat
     holding some rows of the batch can be handed the same rows of every mask."""
     if key is None or config.dropout == 0.0:
         return None
-    keys = jax.random.split(key, config.num_layers + 1)[1:]
-    shape = (steps, batch_size, config.hidden_size)
-    return [jax.random.bernoulli(k, 1.0 - config.dropout, shape) for k in keys]
+    keys = list(jax.random.split(key, config.num_layers + 1)[1:])
+    return fused.dropout_masks(keys, config.dropout, (steps, batch_size, config.hidden_size))
 
 
 def _dropout(keep: Optional[jax.Array], rate: float, x: jax.Array) -> jax.Array:

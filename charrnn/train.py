@@ -207,7 +207,7 @@ def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placem
     `jax.shard_map`) and one all-reduce averages them (the rows are equal in number, so the mean of the means is
     the mean over the batch). Each device's recurrence then runs as a loop of its own, in parallel: on a CPU,
     whose XLA runs a loop's steps one after another on one core, this is what puts the other cores to work
-    (see `charrnn.distributed.cpu_devices`). Left to XLA's partitioner instead, the same program gathers
+    (see `charrnn.launch`). Left to XLA's partitioner instead, the same program gathers
     activations between the devices and runs no faster than one device.
     """
 
@@ -390,17 +390,16 @@ def make_evaluate_chunk(model_config: ModelConfig, seq_length: int,
 
     if placement is None:
         return jax.jit(chunk, donate_argnums=1)
+    run_rows = chunk
     if placement.devices > 1:  # each device runs its own rows (see `_gradients`), then the sums are added up
         def added_up(params, carry, ids, valid):
             carry, sums = chunk(params, carry, ids, valid)
             return carry, jax.lax.psum(sums, distributed.AXIS)
 
         rows = P(distributed.AXIS)
-        return jax.jit(jax.shard_map(added_up, mesh=placement.mesh, in_specs=(P(), rows, rows, rows),
-                                     out_specs=(rows, P()), check_vma=False), donate_argnums=1,
-                       in_shardings=(placement.replicated, placement.batch, placement.batch, placement.batch),
-                       out_shardings=(placement.batch, placement.replicated))
-    return jax.jit(chunk, donate_argnums=1,
+        run_rows = jax.shard_map(added_up, mesh=placement.mesh, in_specs=(P(), rows, rows, rows),
+                                 out_specs=(rows, P()), check_vma=False)
+    return jax.jit(run_rows, donate_argnums=1,
                    in_shardings=(placement.replicated, placement.batch, placement.batch, placement.batch),
                    out_shardings=(placement.batch, placement.replicated))
 
@@ -521,9 +520,10 @@ def train(
         After `config.max_bad_steps` consecutive non-finite steps training stops ("diverged") and raises
         `TrainingDiverged`; the last checkpoint holds the last good parameters.
       placement: the devices to shard the batch over (`charrnn.distributed.placement`); default every device
-        JAX sees, or as many as split the batch evenly (`fit_placement`). With several processes every process calls `train` alike; each feeds only its own streams,
-        stop requests and time limits take effect at the next `config.log_every` boundary in all of them at
-        once, and only process 0 writes files and calls `callback`.
+        JAX sees, or as many as split the batch evenly (`fit_placement`). With several processes every process
+        calls `train` alike; each feeds only its own streams, stop requests and time limits take effect at the
+        next `config.log_every` boundary in all of them at once, and only process 0 writes files and calls
+        `callback`.
 
     Returns:
       The `Finished` event.

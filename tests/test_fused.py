@@ -71,7 +71,7 @@ def test_values_and_gradients_match_plain_scan(kind, num_layers, rate, wavefront
         assert len(masks) == (num_layers - 1 if rate else 0)
 
         def run_fused(layers, x, carry):
-            return fused.run_layers(cells.get(kind), layers, x, carry, dropout_keys=keys, dropout=rate,
+            return fused.run_layers(cells.get(kind), layers, x, carry, dropout_keeps=masks, dropout=rate,
                                     wavefront=wavefront, unroll=unroll)
 
         def run_plain(layers, x, carry):
@@ -203,10 +203,10 @@ def numpy_stack(kind, layers, x, carry, masks, rate):
 def test_values_match_numpy_equations(kind, wavefront):
     with jax.enable_x64(True):
         layers, x, carry = make_inputs(kind, 3, seed=4)
-        keys = dropout_keys(3, RATE)
+        masks = fused.dropout_masks(dropout_keys(3, RATE), RATE, (T, B, H))
         final, hs = jax.jit(lambda layers, x, carry: fused.run_layers(
-            cells.get(kind), layers, x, carry, dropout_keys=keys, dropout=RATE, wavefront=wavefront))(layers, x, carry)
-        want_final, want_hs = numpy_stack(kind, layers, x, carry, fused.dropout_masks(keys, RATE, (T, B, H)), RATE)
+            cells.get(kind), layers, x, carry, dropout_keeps=masks, dropout=RATE, wavefront=wavefront))(layers, x, carry)
+        want_final, want_hs = numpy_stack(kind, layers, x, carry, masks, RATE)
         for a, b in zip(jax.tree.leaves((final, hs)), jax.tree.leaves((want_final, want_hs))):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
@@ -216,13 +216,13 @@ def test_gradients_match_finite_differences(kind):
     """The hand-written backward pass against central differences of its own forward pass, all inputs at once."""
     with jax.enable_x64(True):
         layers, x, carry = make_inputs(kind, 2, seed=5)
-        keys = dropout_keys(2, RATE)
+        masks = fused.dropout_masks(dropout_keys(2, RATE), RATE, (T, B, H))
         rng = np.random.default_rng(6)
         weights = [jnp.asarray(rng.normal(size=s)) for s in [(2, T, B, H), (2, B, H)]]
 
         def objective(args):
             layers, x, carry = args
-            final, hs = fused.run_layers(cells.get(kind), layers, x, carry, dropout_keys=keys, dropout=RATE,
+            final, hs = fused.run_layers(cells.get(kind), layers, x, carry, dropout_keeps=masks, dropout=RATE,
                                          wavefront=True)
             # Every layer's outputs and final h (and the LSTM's c) reach the objective.
             value = jnp.sum(jnp.stack(hs) * weights[0]) + jnp.sum(jnp.stack([f[0] for f in final]) * weights[1])
