@@ -170,6 +170,8 @@ def inspection_page(report) -> str:
                       "Δloss off", "ablation"], rows, left=(0, 2, 4, 10)))
     if d["unscored"]:
         out.append("<p>Not scored: " + "; ".join(f"<b>{esc(n)}</b>: {esc(r)}" for n, r in d["unscored"].items()) + "</p>")
+    if d.get("probes"):
+        out.append(probes_section(d["probes"]))
     out.append("<h2>Excerpts</h2>")
     for name, findings in d["features"].items():
         excerpt = d["excerpts"].get(name)
@@ -199,6 +201,23 @@ def inspection_page(report) -> str:
         out.append(line_chart(series, "lag k (characters back)", "relative norm",
                               "mean |d loss_T / d h_(T-k)| relative to k = 0", log_y=True, xs=g["lags"]))
     return page("charrnn inspect-cells", "\n".join(out))
+
+
+def probes_section(probes) -> str:
+    """The linear probes (see `charrnn.probes`) beside the best single unit, as a titled table."""
+    rows = []
+    for p in probes:
+        u = p["best_unit"]
+        rows.append([p["feature"], p["layer"], p["metric"], f"{p['score']:.3f}",
+                     "—" if p.get("r2") is None else f"{p['r2']:.3f}",
+                     f"layer {u['layer']} {u['state']}[{u['unit']}] {u['direction']}", f"{u['score']:.3f}"])
+    return ("<h2>One unit or many?</h2><p class=\"note\">Per feature and layer, a linear probe over all the layer's "
+            "units (h, and c for an LSTM; logistic for on/off features, scored by AUROC; ridge regression for counts, "
+            "scored by Spearman and R²) fitted on the first half of the text and scored on the second, beside the "
+            "single unit that scores best on the first half, scored on the second. A probe far above its best unit "
+            "means the feature is spread over many units.</p>"
+            + table(["feature", "layer", "metric", "probe", "R²", "best single unit", "its score"], rows,
+                    left=(0, 2, 5)))
 
 
 def _scaled(values: Sequence[float]) -> list[float]:

@@ -5,6 +5,7 @@ needs them.
     scores = score_units(recording, features)            # AUROC / Pearson / Spearman per (unit, feature)
     ablation = ablate(params, config, ids, units, ...)   # clamp a unit to its mean: how much worse is the loss?
     saturation(recording)                                # gate saturation, as in Karpathy et al. (2015) fig. 3
+    probes.probe_layers(recording, features)             # one unit or many? (`charrnn.probes`)
     gradient_decay(params, config, ids)                  # |d loss_T / d h_{T-k}| against k
 
 Conventions: the state at position t is the state *after* reading character t, so it predicts character
@@ -85,9 +86,7 @@ def _run_window(params, config: ModelConfig, carry, tokens, targets, clamps, *, 
     """One window: tokens and targets (T, B). Returns the carry, per-layer states (T, B, H), and nll (T, B)."""
     edit = _clamp_edit(clamps) if clamps else None
     carry, states = model.run_layers(params, config, tokens, carry, outputs=outputs, edit=edit)
-    log_probs = jax.nn.log_softmax(model.head(params, states[-1]["h"]), axis=-1)
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-    return carry, states, nll
+    return carry, states, model.position_nll(model.head(params, states[-1]["h"]), targets)
 
 
 def _windows(ids: np.ndarray, batch: int, window: int):
@@ -191,16 +190,9 @@ class UnitScore:
 MIN_SUPPORT = 20  # fewer positive (or negative) positions than this and a score is not a finding
 
 
-def score_units(recording: Recording, features: Sequence[Feature], top: int = 3,
-                min_support: int = MIN_SUPPORT) -> tuple[dict[str, list[UnitScore]], dict[str, str]]:
-    """Scores every (unit, feature) pair and keeps the `top` units per feature.
-
-    Returns:
-      ({feature name: best units, best first}, {feature name: why it was not scored}).
-    """
-    scored: dict[str, list[UnitScore]] = {f.name: [] for f in features}
-    unscored: dict[str, str] = {}
-    usable = []
+def scorable(features: Sequence[Feature], min_support: int = MIN_SUPPORT) -> tuple[list[Feature], dict[str, str]]:
+    """The features that can be scored, and {name: why not} for the others (never on, too rare, constant)."""
+    usable, unscored = [], {}
     for f in features:
         values = np.asarray(f.values)
         if f.kind == "binary":
@@ -216,30 +208,58 @@ def score_units(recording: Recording, features: Sequence[Feature], top: int = 3,
                 unscored[f.name] = f"constant ({values[0]}) in this text"
             else:
                 usable.append(f)
+    return usable, unscored
+
+
+def unit_scores(recording: Recording, features: Sequence[Feature]) -> dict[str, dict[tuple[int, str], np.ndarray]]:
+    """Every unit's score against every feature: {name: {(layer, state): (H,)}}, the AUROC of a binary feature
+    or the Spearman correlation of a count (both signed: an AUROC below 0.5, a negative correlation, is a unit
+    low on the feature). Give only features that `scorable` accepts."""
+    out: dict[str, dict[tuple[int, str], np.ndarray]] = {f.name: {} for f in features}
     value_ranks = {f.name: rank_columns(np.asarray(f.values, np.float64)[:, None])[:, 0]
-                   for f in usable if f.kind == "count"}
-    for (layer, state), activations in recording.states.items():
+                   for f in features if f.kind == "count"}
+    for key, activations in recording.states.items():
         ranks = rank_columns(activations)
-        for f in usable:
-            values = np.asarray(f.values)
+        for f in features:
+            out[f.name][key] = (auroc(ranks, np.asarray(f.values).astype(bool)) if f.kind == "binary"
+                                else correlation(ranks, value_ranks[f.name]))
+    return out
+
+
+def score_units(recording: Recording, features: Sequence[Feature], top: int = 3, min_support: int = MIN_SUPPORT,
+                scores: Optional[dict] = None) -> tuple[dict[str, list[UnitScore]], dict[str, str]]:
+    """Scores every (unit, feature) pair and keeps the `top` units per feature.
+
+    `scores`, if given, is what `unit_scores` returned for these features (so a caller that needs every unit's
+    score computes them once).
+
+    Returns:
+      ({feature name: best units, best first}, {feature name: why it was not scored}).
+    """
+    usable, unscored = scorable(features, min_support)
+    if scores is None:
+        scores = unit_scores(recording, usable)
+    scored: dict[str, list[UnitScore]] = {f.name: [] for f in usable}
+    for f in usable:
+        values = np.asarray(f.values)
+        for (layer, state), signed in scores[f.name].items():
             if f.kind == "binary":
-                a = auroc(ranks, values.astype(bool))
-                strength = np.maximum(a, 1.0 - a)
+                strength = np.maximum(signed, 1.0 - signed)
                 best = np.argsort(-strength, kind="stable")[:top]
                 scored[f.name] += [UnitScore(Unit(layer, state, int(u)), "auroc", float(strength[u]),
-                                             "+" if a[u] >= 0.5 else "-", int(values.sum()), auroc=float(a[u]))
+                                             "+" if signed[u] >= 0.5 else "-", int(values.sum()), auroc=float(signed[u]))
                                    for u in best]
             else:
-                rho = correlation(ranks, value_ranks[f.name])
-                r = correlation(activations.astype(np.float64), values.astype(np.float64))
-                best = np.argsort(-np.abs(rho), kind="stable")[:top]
-                scored[f.name] += [UnitScore(Unit(layer, state, int(u)), "spearman", float(abs(rho[u])),
-                                             "+" if rho[u] >= 0 else "-", int(np.count_nonzero(values)),
-                                             pearson=float(r[u]), spearman=float(rho[u]))
-                                   for u in best]
+                best = np.argsort(-np.abs(signed), kind="stable")[:top]
+                activations = recording.states[(layer, state)][:, best].astype(np.float64)
+                r = correlation(activations, values.astype(np.float64))
+                scored[f.name] += [UnitScore(Unit(layer, state, int(u)), "spearman", float(abs(signed[u])),
+                                             "+" if signed[u] >= 0 else "-", int(np.count_nonzero(values)),
+                                             pearson=float(r[k]), spearman=float(signed[u]))
+                                   for k, u in enumerate(best)]
     for name in scored:
         scored[name] = sorted(scored[name], key=lambda s: -s.score)[:top]
-    return {name: units for name, units in scored.items() if name not in unscored}, unscored
+    return scored, unscored
 
 
 # --- ablation --------------------------------------------------------------------------------------------------
@@ -422,6 +442,7 @@ class Report:
     excerpts: dict[str, dict]  # feature -> {"start", "text", "values", "units": [activations per finding]}
     saturation: dict[int, dict[str, dict[str, np.ndarray]]]
     gradients: Optional[np.ndarray] = None  # (num_layers, lags + 1)
+    probes: list = dataclasses.field(default_factory=list)  # [charrnn.probes.Probe], per feature and layer
 
     def to_dict(self) -> dict:
         """The documented JSON schema (see README, "inspect-cells")."""
@@ -456,20 +477,16 @@ class Report:
             "gradients": None if self.gradients is None else {
                 "lags": list(range(self.gradients.shape[1])),
                 "norm_by_layer": [np.round(row, 8).tolist() for row in self.gradients]},
+            "probes": [p.to_dict() for p in self.probes],
         }
 
 
-def inspect(params, config: ModelConfig, vocab, text: str, features: Sequence[Feature], *, checkpoint: str = "",
-            source: Optional[dict] = None, top: int = 3, ablation_chars: int = 20_000, gradients: bool = False,
-            excerpt_width: int = 160) -> Report:
-    """Records the model over `text`, scores every unit against every feature, ablates the best, and
-    measures gate saturation (and, with `gradients`, how far back gradients reach).
-
-    Characters outside the model's vocabulary are skipped (and counted); features are computed on the text
-    as given and then restricted to the characters the model reads, so a skipped character shifts nothing.
+def known_text(vocab, text: str) -> tuple[str, np.ndarray, dict[str, int]]:
+    """The characters of `text` the model knows: (kept text, (len(text),) bool mask of kept characters,
+    {skipped character: count}, most frequent first).
 
     Raises:
-      ValueError: the text is empty or holds no character the model knows.
+      ValueError: the text is empty or holds fewer than 2 characters the model knows.
     """
     symbols = set(vocab.symbols)
     keep = np.fromiter((c in symbols for c in text), bool, count=len(text))
@@ -480,11 +497,55 @@ def inspect(params, config: ModelConfig, vocab, text: str, features: Sequence[Fe
     if len(kept_text) < 2:
         raise ValueError("the text is empty" if not text else
                          f"the text has {len(kept_text)} character(s) the model knows; it needs at least 2")
+    return kept_text, keep, dict(sorted(skipped.items(), key=lambda kv: -kv[1]))
+
+
+def encode_known(vocab, kept_text: str) -> np.ndarray:
+    """Token ids of text that `known_text` kept. A byte-level model's text comes as latin-1, one character per
+    byte, so positions are byte offsets."""
+    return vocab.encode(kept_text.encode("latin-1")) if vocab.byte_level else vocab.encode(kept_text)
+
+
+def inspect(params, config: ModelConfig, vocab, text: str, features: Sequence[Feature], *, checkpoint: str = "",
+            source: Optional[dict] = None, top: int = 3, ablation_chars: int = 20_000, gradients: bool = False,
+            excerpt_width: int = 160, probes: bool = True) -> Report:
+    """Records the model over `text`, scores every unit against every feature, ablates the best, fits a linear
+    probe per feature and layer (see `charrnn.probes`), and measures gate saturation (and, with `gradients`,
+    how far back gradients reach).
+
+    Characters outside the model's vocabulary are skipped (and counted); features are computed on the text
+    as given and then restricted to the characters the model reads, so a skipped character shifts nothing.
+
+    Raises:
+      ValueError: the text is empty or holds no character the model knows.
+    """
+    return inspect_recorded(params, config, vocab, text, features, checkpoint=checkpoint, source=source, top=top,
+                            ablation_chars=ablation_chars, gradients=gradients, excerpt_width=excerpt_width,
+                            probes=probes).report
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Inspected:
+    """What `inspect_recorded` returns: the report, the recording it came from, the text the model read (the
+    characters it knows), and every unit's score against every scored feature (see `unit_scores`)."""
+
+    report: Report
+    recording: Recording
+    text: str
+    scores: dict[str, dict[tuple[int, str], np.ndarray]]
+
+
+def inspect_recorded(params, config: ModelConfig, vocab, text: str, features: Sequence[Feature], *,
+                     checkpoint: str = "", source: Optional[dict] = None, top: int = 3, ablation_chars: int = 20_000,
+                     gradients: bool = False, excerpt_width: int = 160, probes: bool = True) -> Inspected:
+    """`inspect`, keeping the recording and every unit's scores as well as the report."""
+    kept_text, keep, skipped = known_text(vocab, text)
     features = [dataclasses.replace(f, values=np.asarray(f.values)[keep]) for f in features]
-    # A byte-level model's text comes as latin-1, one character per byte, so positions are byte offsets.
-    ids = vocab.encode(kept_text.encode("latin-1")) if vocab.byte_level else vocab.encode(kept_text)
+    ids = encode_known(vocab, kept_text)
     recording = record(params, config, ids)
-    findings, unscored = score_units(recording, features, top=top)
+    usable, _ = scorable(features)
+    scores = unit_scores(recording, usable)
+    findings, unscored = score_units(recording, features, top=top, scores=scores)
     ablations = ablate(params, config, recording, findings, features, ablation_chars) if ablation_chars else {}
     excerpts = {}
     for f in features:
@@ -503,7 +564,13 @@ def inspect(params, config: ModelConfig, vocab, text: str, features: Sequence[Fe
             "scale": [round(float(recording.activation(s.unit).std()), 4) for s in findings[f.name]],
         }
     text_info = {**(source or {}), "chars": len(ids), "skipped_chars": int((~keep).sum()),
-                 "skipped": dict(sorted(skipped.items(), key=lambda kv: -kv[1])[:20])}
+                 "skipped": dict(list(skipped.items())[:20])}
     decay = gradient_decay(params, config, ids) if gradients else None
-    return Report(checkpoint, config, text_info, recording.loss_nats, list(features), findings, unscored, ablations,
-                  excerpts, saturation(recording, config), decay)
+    probed = []
+    if probes:
+        from . import probes as linear_probes  # it imports this module
+
+        probed = linear_probes.probe_layers(recording, usable, cell=config.cell)
+    report = Report(checkpoint, config, text_info, recording.loss_nats, list(features), findings, unscored,
+                    ablations, excerpts, saturation(recording, config), decay, probed)
+    return Inspected(report, recording, kept_text, scores)

@@ -270,6 +270,8 @@ def inspection(report) -> Group:
                                            standardized(values, centre, scale)))
     for name, reason in d["unscored"].items():
         parts.append(Text(f"{name}: not scored — {reason}", style="dim"))
+    if d.get("probes"):
+        parts += [Text(""), probes_table(d["probes"])]
     if d["saturation"]:
         table = Table(title="gate saturation (fraction of time < 0.1 / > 0.9, mean over units)", title_justify="left",
                       show_edge=False)
@@ -285,3 +287,17 @@ def inspection(report) -> Group:
             reach = "  ".join(f"k={k}: {norms[k] / norms[0]:.2e}" for k in (1, 5, 10, 25, 50, 100) if k < len(norms))
             parts.append(Text(f"  layer {layer}: {reach}"))
     return Group(*parts)
+
+
+def probes_table(probes: Sequence[dict]) -> Table:
+    """Linear probes beside the best single unit, both scored on the second half of the text."""
+    table = Table(title="one unit or many? a linear probe over each layer's h and c, fitted on the first half of "
+                        "the text, scored on the second", title_justify="left", show_edge=False)
+    for column in ("feature", "layer", "metric", "probe", "R²", "best unit", "unit"):
+        table.add_column(column, justify="left" if column in ("feature", "metric", "best unit") else "right")
+    for p in probes:
+        u = p["best_unit"]
+        table.add_row(Text(p["feature"]), str(p["layer"]), p["metric"], f"{p['score']:.3f}",
+                      "—" if p.get("r2") is None else f"{p['r2']:.3f}",
+                      f"L{u['layer']} {u['state']}[{u['unit']}] {u['direction']}", f"{u['score']:.3f}")
+    return table

@@ -65,6 +65,7 @@ def test_page_has_scores_excerpts_saturation_and_gradients(page):
     assert sum(1 for tag, _ in parsed.tags if tag == "svg") == 3  # two layers of gates + the gradient chart
     assert sum(1 for tag, attrs in parsed.tags if tag == "div" and attrs.get("class") == "excerpt") >= 3
     assert "Gate saturation" in page and "Gradient reach" in page and "<table>" in page
+    assert "One unit or many?" in page and "best single unit" in page  # the linear probes
 
 
 def test_colours_run_from_blue_through_white_to_red():

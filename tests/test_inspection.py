@@ -206,6 +206,44 @@ def test_report_json_schema(params):
     assert math.isclose(d["loss_bpc"], d["loss_nats"] / math.log(2), rel_tol=1e-5)
 
 
+def test_report_carries_linear_probes_and_renders_them(params):
+    from rich.console import Console
+
+    from charrnn import probes, render
+
+    text = 'ab "abc (a) b" c\n' * 40
+    quoted = np.array([0 < (i % 17) <= 12 and (i % 17) >= 4 for i in range(len(text))])
+    features = [Feature("in_quotes", "binary", quoted, "q"),
+                Feature("column", "count", np.array([i % 17 for i in range(len(text))], np.int32), "col")]
+    inspected = inspection.inspect_recorded(params, CONFIG, VOCAB, text, features, top=2, ablation_chars=0,
+                                            source={"path": "t.txt", "source": "t.txt"})
+    report = inspected.report
+    want = probes.probe_layers(inspected.recording, features, cell="lstm")
+    assert [(p.feature, p.layer) for p in report.probes] == [("in_quotes", 0), ("in_quotes", 1), ("column", 0),
+                                                              ("column", 1)]
+    assert [p.score for p in report.probes] == [p.score for p in want]
+    d = json.loads(json.dumps(report.to_dict()))
+    assert [p["metric"] for p in d["probes"]] == ["auroc", "auroc", "spearman", "spearman"]
+    assert all(p["units"] == 12 and p["best_unit"]["state"] in ("h", "c") for p in d["probes"])
+    assert "r2" in d["probes"][2] and "r2" not in d["probes"][0]
+    console = Console(record=True, width=200)
+    console.print(render.inspection(report))
+    shown = console.export_text()
+    assert "one unit or many?" in shown and "L1 " in shown
+    assert not inspection.inspect(params, CONFIG, VOCAB, text, features, top=1, ablation_chars=0, probes=False).probes
+
+
+def test_every_unit_scored_agrees_with_the_top_units(params):
+    recording = inspection.record(params, CONFIG, text_ids(400))
+    c = recording.states[(1, "c")][:, 2]
+    positive = c > np.median(c)
+    features = [Feature("x", "binary", positive, "")]
+    scores = inspection.unit_scores(recording, features)
+    assert set(scores["x"]) == set(recording.states) and scores["x"][(1, "c")][2] == 1.0
+    findings, _ = inspection.score_units(recording, features, top=1)
+    assert findings["x"][0].unit == Unit(1, "c", 2) and findings["x"][0].auroc == 1.0
+
+
 def test_characters_outside_the_vocabulary_are_skipped_and_counted(params):
     text = "abc☃ab\n" * 20
     features = [Feature("a", "binary", np.array([c == "a" for c in text]), "a")]
