@@ -201,7 +201,8 @@ def _as_ids(ids, vocab_size: int, what: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
-def _check_order(order: int) -> None:
+def check_order(order: int) -> None:
+    """Raises NGramError unless `order` is an integer in 1..MAX_ORDER."""
     if not isinstance(order, (int, np.integer)) or not 1 <= order <= MAX_ORDER:
         raise NGramError(f"n-gram order must be an integer in 1..{MAX_ORDER}, got {order!r}")
 
@@ -246,7 +247,7 @@ class NGramModel:
         Raises:
           NGramError: order outside 1..20, an empty or ill-formed `ids`, ids outside the vocabulary.
         """
-        _check_order(order)
+        check_order(order)
         _check_vocab(vocab_size)
         train = _as_ids(ids, vocab_size, "training ids")
         if len(train) == 0:
@@ -295,7 +296,7 @@ def log_probs_by_order(train_ids, vocab_size: int, max_order: int, ids, *, histo
     Returns:
       (max_order, Q) float64 log-probabilities in nats; row n-1 belongs to the n-gram model.
     """
-    _check_order(max_order)
+    check_order(max_order)
     _check_vocab(vocab_size)
     train = _as_ids(train_ids, vocab_size, "training ids")
     if len(train) == 0:
