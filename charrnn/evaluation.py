@@ -1,6 +1,6 @@
 """What `charrnn evaluate` measures: the loss on a held-out text, n-gram baselines, long-range dependencies and
 where the network still errs, after Karpathy, Johnson & Fei-Fei (2015), "Visualizing and understanding
-recurrent networks", table 2, figure 6 and section 4.4.
+recurrent networks": its n-gram comparison, its accuracy on closing brackets by distance, and its section 4.4.
 
     report = evaluate(params, config, vocab, train_ids, text_ids)   # runs the network, then everything below
     report = evaluate_predictions(vocab, train_ids, text_ids, nll)  # the same from the network's losses
@@ -23,8 +23,8 @@ openers never closed are skipped. The straight double quote ``"`` alternates wit
 forgets an open quote (novels reopen a quote at each paragraph of a long speech), a ``"`` escaped by an odd
 number of backslashes or written as the character literal ``'"'`` is not a quote. The distance of a closer
 is its position minus its opener's (``()`` has distance 1). Accuracy by distance: the fraction of closers
-given p >= 0.5 by each model, in buckets of distance 1-10, 11-20, ..., 51-60 and 61+ (the paper's figure 6
-goes to about 60, where the n-gram can no longer see the opener).
+given p >= 0.5 by each model, in buckets of distance 1-10, 11-20, ..., 51-60 and 61+ (the paper's
+chart goes to about 60, where the n-gram can no longer see the opener).
 
 The error breakdown (`error_breakdown`), section 4.4 of the paper. An error is a predicted symbol to which the
 network gave p < 0.5. Each error is put in the first of these categories that it fits, in this order, and
