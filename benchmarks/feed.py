@@ -7,9 +7,9 @@
 Prints ONE JSON line. The two ways of getting window j of the B training streams into the jitted train step:
 
 - device: the whole (B, L) training streams live on the device and the step slices window j itself
-  (`train.make_train_step`, what charrnn did before it read large corpora from disk);
+  (`steps.make_train_step`, what charrnn did before it read large corpora from disk);
 - host: each step reads the (B, T + 1) window from the ids in host memory (`data.TrainWindows`, the same code
-  that reads a memory-mapped corpus) and hands it to the step as an argument (`train.make_window_step`,
+  that reads a memory-mapped corpus) and hands it to the step as an argument (`steps.make_window_step`,
   `distributed.Placement.put_batch`), what `train.train` does.
 
 Both run the loop as `train.train` does: steps are dispatched without waiting, the metrics are read back every
@@ -54,8 +54,11 @@ def main(argv=None) -> dict:
     import jax
     import numpy as np
 
-    from charrnn import data, distributed, train
+    from charrnn import data, distributed, launch, optim, steps
+
+    launch.configure_process()  # the malloc setting the command applies at start
     from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.text import token_dtype
 
     corpus = data.load_corpus(args.corpus)
     mc = ModelConfig(vocab_size=len(corpus.vocab), cell=args.cell, hidden_size=args.hidden_size,
@@ -63,20 +66,20 @@ def main(argv=None) -> dict:
     tc = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length, warmup_steps=0, decay="constant")
     B, T = args.batch_size, args.seq_length
     placement = distributed.placement(1)
-    optimizer = train.make_optimizer(tc, None)
-    dtype = np.dtype(train._token_dtype(mc.vocab_size))
+    optimizer = optim.make_optimizer(tc, None)
+    dtype = token_dtype(mc.vocab_size)
     inputs, targets = (a.astype(dtype) for a in data.streams(corpus.ids, B))
     steps_per_epoch = inputs.shape[1] // T
     on_device = placement.put((inputs, targets), placement.batch)
     windows = data.TrainWindows(corpus.ids, B, T, dtype=dtype)
 
     def fresh():
-        return placement.put(train.init_state(mc, tc, optimizer, B), train.state_shardings(placement))
+        return placement.put(steps.init_state(mc, tc, optimizer, B), steps.state_shardings(placement))
 
     state = fresh()
-    device_step = train.make_train_step(mc, tc, optimizer, T, steps_per_epoch, placement).lower(
+    device_step = steps.make_train_step(mc, tc, optimizer, T, steps_per_epoch, placement).lower(
         state, *on_device).compile()
-    host_step = train.make_window_step(mc, tc, optimizer, steps_per_epoch, placement).lower(
+    host_step = steps.make_window_step(mc, tc, optimizer, steps_per_epoch, placement).lower(
         state, jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=placement.batch)).compile()
 
     done = {"device": 0, "host": 0}  # steps taken per path: the host path reads its window without asking the device

@@ -7,7 +7,7 @@
 Prints a table, then ONE JSON line. JAX fixes the number of devices when it starts, so the measuring runs in a
 child process started with ``XLA_FLAGS=--xla_force_host_platform_device_count=<max of --devices>`` (on a machine
 with accelerators, leave --force-host off and it uses the real devices). In that one process it builds, for each
-device count D, the placement over D devices and the real sharded train step (`train.make_window_step` with that
+device count D, the placement over D devices and the real sharded train step (`steps.make_window_step` with that
 placement: the batch of B streams split D ways, parameters and optimizer state replicated, gradients averaged by
 XLA's all-reduce), fed as `train.train` feeds it: each (B, T + 1) window read on the host
 (`data.TrainWindows`) and placed with `Placement.put_batch`, metrics read back every --log-every steps.
@@ -63,30 +63,33 @@ def measure(args) -> dict:
     import jax
     import numpy as np
 
-    from charrnn import data, distributed, train
+    from charrnn import data, distributed, launch, optim, steps
+
+    launch.configure_process()  # the malloc setting the command applies at start
     from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.text import token_dtype
 
     corpus = data.load_corpus(args.corpus)
     mc = ModelConfig(vocab_size=len(corpus.vocab), cell=args.cell, hidden_size=args.hidden_size,
                      num_layers=args.num_layers)
     tc = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length, warmup_steps=0, decay="constant")
     B, T = args.batch_size, args.seq_length
-    optimizer = train.make_optimizer(tc, None)
-    dtype = np.dtype(train._token_dtype(mc.vocab_size))
+    optimizer = optim.make_optimizer(tc, None)
+    dtype = token_dtype(mc.vocab_size)
     windows = data.TrainWindows(corpus.ids, B, T, dtype=dtype)
     steps_per_epoch = windows.length // T
-    host_state = jax.device_get(train.init_state(mc, tc, optimizer, B))
+    host_state = jax.device_get(steps.init_state(mc, tc, optimizer, B))
 
     runs = {}
     for d in args.devices:
         placement = distributed.placement(d)
-        step = train.make_window_step(mc, tc, optimizer, steps_per_epoch, placement).lower(
-            placement.put(host_state, train.state_shardings(placement)),
+        step = steps.make_window_step(mc, tc, optimizer, steps_per_epoch, placement).lower(
+            placement.put(host_state, steps.state_shardings(placement)),
             jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=placement.batch)).compile()
         runs[d] = {"placement": placement, "step": step, "done": 0}
 
     def fresh(d):
-        return runs[d]["placement"].put(host_state, train.state_shardings(runs[d]["placement"]))
+        return runs[d]["placement"].put(host_state, steps.state_shardings(runs[d]["placement"]))
 
     def run(d, state, steps, losses=None):
         r, pending = runs[d], []

@@ -113,27 +113,28 @@ def main(argv=None) -> dict:
     t_import = time.perf_counter()
     import jax
 
-    from charrnn import data, distributed, fused, train
+    from charrnn import data, distributed, launch, optim, steps
     from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.text import token_dtype
 
-    fused.ENABLED = not args.plain
+    launch.configure_process()  # the malloc setting the command applies at start
     corpus = data.load_corpus(args.corpus)
     mc = ModelConfig(vocab_size=len(corpus.vocab), cell=args.cell, hidden_size=args.hidden_size,
                      num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout)
     tc = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length, learning_rate=2e-3, warmup_steps=0,
                      decay="constant")
     B, T = args.batch_size, args.seq_length
-    optimizer = train.make_optimizer(tc, None)
+    optimizer = optim.make_optimizer(tc, None)
     # The devices `charrnn train` would use here (one per core, as many as split the batch; --devices 1 or
     # CHARRNN_ONE_CPU_DEVICE=1 for one).
-    placement = train.fit_placement(distributed.placement(args.devices), len(corpus.ids), tc)
-    state = placement.put(train.init_state(mc, tc, optimizer), train.state_shardings(placement))
-    dtype = train._token_dtype(mc.vocab_size)
+    placement = distributed.fit_placement(distributed.placement(args.devices), len(corpus.ids), tc)
+    state = placement.put(steps.init_state(mc, tc, optimizer), steps.state_shardings(placement))
+    dtype = token_dtype(mc.vocab_size)
     inputs, targets = placement.put(tuple(a.astype(dtype) for a in data.streams(corpus.ids, B)), placement.batch)
     steps_per_epoch = inputs.shape[1] // T
 
     t0 = time.perf_counter()
-    lowered = train.make_train_step(mc, tc, optimizer, T, steps_per_epoch, placement).lower(state, inputs, targets)
+    lowered = steps.make_train_step(mc, tc, optimizer, T, steps_per_epoch, placement, fast=not args.plain).lower(state, inputs, targets)
     lower_s = time.perf_counter() - t0
     step = lowered.compile()
     compile_s = time.perf_counter() - t0  # tracing + lowering + XLA: what the first step costs beyond running

@@ -1,6 +1,6 @@
 """Checkpoints: one safetensors file, written atomically, loaded without running any code.
 
-A checkpoint holds named arrays — ``params/...``, ``opt_state/...``, ``carry/...``, ``rng`` — and JSON
+A checkpoint holds named arrays — ``params/...``, ``opt_state/...``, ``carry/...`` — and JSON
 metadata: the format and its version, the model and training configs, the vocabulary, where the corpus came
 from and how it was split, the training position and the loss history, and a SHA-256 checksum over all of it.
 Array names are paths into the pytrees (``params/layers/0/W``), so a checkpoint can be read with any
@@ -15,17 +15,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import jax
 import numpy as np
 
+from . import files
 from .config import ModelConfig, TrainConfig
-from .data import CorpusInfo, Splits, Vocabulary
+from .data import Splits
+from .text import CorpusInfo, Vocabulary
 
 FORMAT = "charrnn"
 FORMAT_VERSION = 1
@@ -47,7 +47,8 @@ class Checkpoint:
       corpus: where the text came from and how it was read.
       splits: train / validation / test boundaries in the corpus.
       arrays: flat name -> array, e.g. "params/layers/0/W"; see `tree` to rebuild a pytree.
-      state: training position: step, epoch, window, best and latest losses.
+      state: training position and layout: step, epoch, steps_per_epoch, batch_size, seq_length,
+        total_steps, best_val_nats and val_nats (nats per character), devices and processes.
       history: evaluations so far, a list of {"step", "val_nats", ...}.
     """
 
@@ -139,35 +140,8 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
 
 
 def save(path: Union[str, Path], ckpt: Checkpoint) -> Path:
-    """Writes `ckpt` to `path` atomically (see `write_bytes_atomic`)."""
-    return write_bytes_atomic(Path(path), to_bytes(ckpt))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Writes `data` to `path` through a temporary file in the same directory: write, fsync, rename, fsync the
-    directory. A crash at any moment leaves either the old file or the new one at `path`, never a torn one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the user's files follow the user's umask
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    """Writes `ckpt` to `path` atomically (`charrnn.files.write_atomic`)."""
+    return files.write_atomic(path, to_bytes(ckpt))
 
 
 def remove_stale_temporaries(directory: Union[str, Path]) -> list[Path]:
@@ -178,7 +152,7 @@ def remove_stale_temporaries(directory: Union[str, Path]) -> list[Path]:
     Only for a run directory that no other process is writing to (training calls it before it starts)."""
     removed = []
     for name in (BEST, LATEST, "run.json", "metrics.jsonl"):
-        for path in Path(directory).glob(f".{name}.*.tmp"):
+        for path in files.stale_temporaries(directory, name):
             try:
                 path.unlink()
             except FileNotFoundError:
@@ -187,17 +161,14 @@ def remove_stale_temporaries(directory: Union[str, Path]) -> list[Path]:
     return removed
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def resolve(path: Union[str, Path]) -> Path:
-    """A checkpoint file from a path that may name a run directory (its best, else latest, checkpoint)."""
+def resolve(path: Union[str, Path], prefer: str = BEST) -> Path:
+    """The checkpoint file a path means. A file is itself; a run directory means its best checkpoint (to sample,
+    inspect or evaluate the model), or with ``prefer=LATEST`` its latest one (to resume training, or to read the
+    run's whole history); either way the other one when the preferred one is missing (a run killed between
+    writing its first best and its first latest checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        for name in (BEST, LATEST):
+        for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
                 return path / name
         raise CheckpointError(f"{path} holds no checkpoint ({BEST} or {LATEST}); train one with `charrnn train`")
@@ -234,13 +205,13 @@ def _read_metadata(data: bytes, path: Path) -> dict[str, str]:
     return metadata
 
 
-def load(path: Union[str, Path]) -> Checkpoint:
-    """Reads and verifies a checkpoint (a file, or a run directory: its best checkpoint).
+def load(path: Union[str, Path], prefer: str = BEST) -> Checkpoint:
+    """Reads and verifies a checkpoint: a file, or a run directory's best one (or latest one: see `resolve`).
 
     Raises:
       CheckpointError: missing, truncated, corrupted (checksum mismatch), foreign or of another version.
     """
-    path = resolve(path)
+    path = resolve(path, prefer)
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -29,7 +29,6 @@ and takes a lock (``flock``) so that processes starting together on one machine 
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import os
@@ -40,7 +39,9 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from .data import (CHUNK_BYTES, Corpus, CorpusError, CorpusInfo, Vocabulary, decode_chunks, read_chunks)
+from . import files
+from .text import (CHUNK_BYTES, Corpus, CorpusError, CorpusInfo, Vocabulary, cache_directory, codec_name,
+                   code_points, decode_chunks, read_chunks, token_dtype)
 
 FORMAT = "charrnn-ids"
 VERSION = 1
@@ -53,21 +54,14 @@ MAX_HEADER_BYTES = 64 << 20
 
 def directory() -> Path:
     """Where encoded corpora are kept: ``$XDG_CACHE_HOME/charrnn/corpora`` (``~/.cache/charrnn/corpora``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "charrnn" / "corpora"
-
-
-def _codec_name(encoding: str) -> str:
-    try:
-        return codecs.lookup(encoding).name
-    except LookupError:
-        raise CorpusError(f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
+    return cache_directory() / "corpora"
 
 
 def _options(encoding: str, keep_newlines: bool, byte_level: bool) -> dict:
     # Raw bytes do not depend on the encoding or newline options.
     if byte_level:
         return {"byte_level": True}
-    return {"byte_level": False, "encoding": _codec_name(encoding), "keep_newlines": bool(keep_newlines)}
+    return {"byte_level": False, "encoding": codec_name(encoding), "keep_newlines": bool(keep_newlines)}
 
 
 def cache_path(path: Union[str, Path], encoding: str = "utf-8", keep_newlines: bool = False,
@@ -99,10 +93,6 @@ def fingerprint(path: Union[str, Path]) -> dict:
 def _header_checksum(header: dict) -> str:
     return hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "checksum"},
                                      sort_keys=True).encode()).hexdigest()
-
-
-def _token_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.uint32)
 
 
 # --- reading a cache ---------------------------------------------------------------------------------------------
@@ -175,7 +165,7 @@ def _usable(cache: Path, source: Path, options: dict, now: dict) -> Optional[tup
         sha256 = header["sha256"]
         if not (isinstance(sha256, str) and len(sha256) == 64 and int(sha256, 16) >= 0):
             return None
-        if not vocab.symbols or vocab.byte_level != options["byte_level"] or _token_dtype(len(vocab)) != np.dtype(header["dtype"]):
+        if not vocab.symbols or vocab.byte_level != options["byte_level"] or token_dtype(len(vocab)) != np.dtype(header["dtype"]):
             return None
         codes = [ord(c) for c in vocab.symbols]
         if any(len(c) != 1 for c in vocab.symbols) or codes != sorted(set(codes)):
@@ -190,10 +180,6 @@ def _usable(cache: Path, source: Path, options: dict, now: dict) -> Optional[tup
 
 
 # --- building one ------------------------------------------------------------------------------------------------
-
-
-def _code_points(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
 
 
 def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_level: bool,
@@ -217,14 +203,14 @@ def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_l
         chunks = read_chunks(source, on_bytes=first_pass)
         try:
             for text in decode_chunks(chunks, source, encoding, keep_newlines):
-                seen[_code_points(text)] = True
+                seen[code_points(text)] = True
         finally:
             chunks.close()
         symbols = np.flatnonzero(seen)
         if not len(symbols):
             raise CorpusError(f"{source} holds no text after decoding; give a text file with something in it")
         vocab = Vocabulary(tuple(chr(c) for c in symbols))
-    dtype = _token_dtype(len(vocab)).newbyteorder("<")
+    dtype = token_dtype(len(vocab)).newbyteorder("<")
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     crc_ids, count = 0, 0
@@ -239,7 +225,7 @@ def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_l
                 else:
                     table = np.zeros(MAX_CODE_POINT + 1, dtype)
                     table[symbols] = np.arange(len(symbols))
-                    pieces = (table[_code_points(text)] for text in decode_chunks(chunks, source, encoding,
+                    pieces = (table[code_points(text)] for text in decode_chunks(chunks, source, encoding,
                                                                                   keep_newlines))
                 for ids in pieces:
                     blob = ids.tobytes()
@@ -262,11 +248,7 @@ def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_l
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, cache)
-        dir_fd = os.open(cache.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        files.sync_directory(cache.parent)
     except OSError as e:
         raise CorpusError(f"could not write the encoded corpus to {cache} ({e.strerror or e}); free some space or "
                           f"set XDG_CACHE_HOME to a writable directory with room") from None

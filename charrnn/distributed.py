@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import json
 import math
 import os
 import re
@@ -35,7 +36,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .config import ConfigError
+from . import data
+from .config import ConfigError, ModelConfig, TrainConfig
 
 AXIS = "data"
 
@@ -168,23 +170,10 @@ def check_processes(num_processes: Optional[int], process_id: Optional[int]) -> 
                           f"got {process_id}" if num_processes else f"--process-id must be >= 0, got {process_id}")
 
 
-def check_batch(batch_size: int, devices: int, available: Optional[int] = None) -> None:
-    """Raises ConfigError, in one line saying which values work, unless `batch_size` splits evenly over
-    `devices` (each device gets the same number of streams)."""
-    if batch_size % devices == 0:
-        return
-    lower, upper = batch_size // devices * devices, (batch_size // devices + 1) * devices
-    sizes = " or ".join(str(b) for b in (lower, upper) if b > 0)
-    counts = [d for d in range(1, min(batch_size, available or devices) + 1) if batch_size % d == 0]
-    raise ConfigError(f"--batch-size {batch_size} does not split evenly over {devices} devices; use a multiple of "
-                      f"{devices} ({sizes}) or --devices {', '.join(map(str, counts[:-1]))}"
-                      f"{' or ' if len(counts) > 1 else ''}{counts[-1]}")
-
-
 @dataclasses.dataclass(frozen=True)
 class Placement:
     """The devices a run trains on and how its arrays are laid out on them. `asked`: whether the number of
-    devices was asked for (--devices), or may be narrowed to fit the batch (`charrnn.train.fit_placement`)."""
+    devices was asked for (--devices), or may be narrowed to fit the batch (`charrnn.distributed.fit_placement`)."""
 
     mesh: Mesh
     asked: bool = True
@@ -333,3 +322,37 @@ def placement(devices: Optional[int] = None) -> Placement:
         raise ConfigError(f"--devices {devices} needs {per_process} devices in each process, this one has {local}")
     chosen = [d for p in range(processes) for d in [d for d in everything if d.process_index == p][:per_process]]
     return Placement(Mesh(np.array(chosen), (AXIS,)), asked=asked)
+
+
+# --- fitting a run to the devices ----------------------------------------------------------------------------
+
+
+def fit_placement(given: Placement, num_train: int, config: TrainConfig) -> Placement:
+    """`given`, or, when its number of devices was not asked for and there is one process, the most of its
+    devices that split the batch evenly (the batch as a tiny corpus shrinks it): 2 for a batch of 50 on 4
+    devices, 1 for a batch of 7. On a CPU the `charrnn` command makes one device per core
+    (`charrnn.launch`), so a batch that does not split over the cores still trains, on fewer of them."""
+    if given.asked or given.num_processes > 1 or given.devices == 1:
+        return given
+    batch_size = data.fit_window(num_train, config.batch_size, config.seq_length)[0]
+    devices = max(d for d in range(1, given.devices + 1) if batch_size % d == 0)
+    return given if devices == given.devices else placement(devices)
+
+
+def check_same_run(placement: Placement, corpus: data.Corpus, model_config: ModelConfig,
+                   config: TrainConfig, resume=None) -> None:
+    """With several processes: every one must train on the same text (the file's SHA-256, not its path), with the
+    same settings, from the same checkpoint step, or the gradients they average mean nothing. A collective.
+
+    Raises:
+      ConfigError: naming the first process that differs from process 0.
+    """
+    if placement.num_processes == 1:
+        return
+    agreed = json.dumps([corpus.info.sha256, len(corpus.ids), corpus.vocab.to_json(), model_config.to_dict(),
+                         config.to_dict(), None if resume is None else int(resume.state["step"])], sort_keys=True)
+    other = placement.first_different(agreed)
+    if other is not None:
+        raise ConfigError(f"process {other} does not train on what process 0 does (the corpus's content, the options "
+                          f"or the checkpoint it resumes differ); give every process the same corpus, options and "
+                          f"--resume")

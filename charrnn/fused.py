@@ -57,21 +57,14 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from . import cells, memory
+from . import cells
 
 Carry = cells.Carry
 
-# model.run_layers takes this path when True; benchmarks set it False for an A/B against the plain cells.scan.
-ENABLED = True
-
-
-memory.keep_freed_memory()
-
-# Per cell kind, layers up to this size run as a wavefront by default (see `run_layers`). Measured on a 2-core
-# AVX-512 CPU (medians, train steps side by side): the in-place layer-at-a-time path is faster for the RNN
-# (2x256: 76 vs 104 ms) and the LSTM at every size tried (3x64 b32 s50: 14 vs 19 ms; 2x128 b50 s50: 37 vs
-# 40 ms; 2x256 b32: 126 vs 137 ms); the GRU, which cannot write da over its slabs, ties at 2x128 and is 4%
-# faster as a wavefront at 2x256.
+# Per cell kind, layers up to this size run as a wavefront by default (see `run_layers`). Chosen from train steps
+# measured side by side (benchmarks/README.md): the in-place layer-at-a-time path is faster for the RNN and the
+# LSTM at every size tried; the GRU, which cannot write da over its slabs, is a little faster as a wavefront at
+# 2x256.
 WAVEFRONT_MAX_HIDDEN = {"rnn": 0, "lstm": 0, "gru": 256}
 
 

@@ -1,16 +1,20 @@
-"""What the `charrnn` command sets up before JAX starts: it re-runs itself once with these in its environment.
+"""What the `charrnn` command sets up for speed, and the one call that does the same for a Python user.
 
-Both settings are read only when a program starts (glibc's) or when JAX starts (XLA's), hence the re-run.
+The command (`charrnn.cli.run`) first re-runs itself once with two settings in its environment, because both
+are read only when a program starts (glibc's) or when JAX starts (XLA's):
 
 - Huge pages for XLA's per-step buffers (`charrnn.memory.huge_pages_environment`): `train`, `sample` and
   `inspect-cells`.
 - One XLA CPU device per core, for `train` (`cpu_devices_environment`). XLA:CPU runs the steps of a loop one
-  after another on one core, and a recurrent layer is a loop: a 2x128 LSTM step spends two thirds of its
-  time there, with the other core idle. With a device per core the batch is split between them
-  (`charrnn.train.fit_placement`), and each device runs the loops of its own rows at the same time as the
-  others (measured on 2 cores: 2x128 LSTM, batch 50, 32.1 -> 22.8 ms per step; 2x256, batch 32, 1.3x as
-  fast, benchmarks/scaling.py). The devices are the same cores as before: nothing else changes, and on a
-  machine with a GPU the GPU is still the device JAX uses.
+  after another on one core, and a recurrent layer is a loop, so with one device the other cores sit idle in
+  it. With a device per core the batch is split between them (`charrnn.distributed.fit_placement`), and each
+  device runs the loops of its own rows at the same time as the others (benchmarks/README.md has the
+  measurements). The devices are the same cores as before: nothing else changes, and on a machine with a GPU
+  the GPU is still the device JAX uses.
+
+Then, in the re-run process, `configure_process` makes glibc keep freed memory for reuse
+(`charrnn.memory.keep_freed_memory`). Importing charrnn changes none of this: a Python user opts in by calling
+`configure_process()` (before importing JAX, to get the devices too).
 
 Nothing here imports JAX.
 """
@@ -57,6 +61,29 @@ def command_environment(command: str, environ: Mapping[str, str], cores: int,
     if command == "train" and not several:
         changed = cpu_devices_environment(changed or environ, cores) or changed
     return changed
+
+
+def configure_process(cpu_devices: bool = True) -> dict[str, bool]:
+    """Applies to this process what the `charrnn` command applies to itself, as far as a running process can:
+
+    - glibc keeps freed blocks of up to 64 MB for reuse (`charrnn.memory.keep_freed_memory`; XLA's per-step
+      buffers then cost no page faults); CHARRNN_DEFAULT_MALLOC=1 leaves the allocator alone.
+    - With `cpu_devices`, and only if JAX has not started yet: one XLA CPU device per core (up to
+      `MAX_CPU_DEVICES`), through XLA_FLAGS in ``os.environ`` (`cpu_devices_environment` says when it is left
+      alone). `charrnn.train.train` then splits the batch over them.
+
+    Huge pages need a fresh process (glibc reads that setting at start): run Python with
+    ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for those. Returns what was applied:
+    ``{"keep_freed_memory": bool, "cpu_devices": bool}``.
+    """
+    import sys
+
+    devices = None
+    if cpu_devices and "jax" not in sys.modules:
+        devices = cpu_devices_environment(os.environ, usable_cores())
+        if devices is not None:
+            os.environ["XLA_FLAGS"] = devices["XLA_FLAGS"]
+    return {"keep_freed_memory": memory.keep_freed_memory(), "cpu_devices": devices is not None}
 
 
 def reexec(argv: Sequence[str], environ: Optional[Mapping[str, str]]) -> None:

@@ -2,10 +2,11 @@
 
 XLA:CPU allocates the temporaries of each run of a compiled program (a train step) as one large block and
 frees it afterwards. Where that block comes from decides how many pages the kernel must find and zero-fill
-on every step; on a 2-core machine that was 8% of a 2x512 LSTM step and a quarter of a small one. Two
+on every step, a noticeable share of a train step on a CPU (benchmarks/README.md). Two
 remedies, both for glibc on Linux, both off with CHARRNN_DEFAULT_MALLOC=1:
 
-- `keep_freed_memory` (at import of `charrnn.fused`): blocks of up to 64 MB are kept and reused.
+- `keep_freed_memory` (the command calls it at start, through `charrnn.launch.configure_process`): blocks of up
+  to 64 MB are kept and reused.
 - `huge_pages_environment` (`charrnn train`, `sample`, `inspect-cells`, see `charrnn.launch`): larger
   blocks, which glibc always maps afresh, are asked for as transparent huge pages, 512 times fewer page
   faults. This glibc setting is read only when a program starts, so the command re-runs itself once with it
@@ -29,21 +30,19 @@ def _default_malloc_wanted(environ: Mapping[str, str]) -> bool:
 
 
 def keep_freed_memory() -> bool:
-    """Makes glibc keep freed memory of up to 64 MB blocks for reuse. Returns whether it could. `charrnn.fused` calls it at import.
+    """Makes glibc keep freed memory of up to 64 MB blocks for reuse. Returns whether it could. The command calls it
+    at start (`charrnn.launch.configure_process`), never an import.
 
     XLA:CPU allocates each run's temporaries as one block from a worker thread. glibc serves a block above its
     mmap threshold (at most 32 MB) with a fresh mmap every run, and the kernel zero-fills every page of it on
-    first touch: a 2x128 LSTM step at batch 50, window 50 needs a ~42 MB block, about 10,700 page faults and a
-    quarter of the step's time on a 2-core machine (measured: 0.021 s of system time per 0.07 s of compute).
-    With mmap off and trimming only above 64 MB, such a block comes from the worker thread's own arena heap
-    (glibc caps those heaps at 64 MB) and the next run reuses its pages: 130 faults per step instead.
+    first touch, thousands of page faults per train step. With mmap off and trimming only above 64 MB, such a
+    block comes from the worker thread's own arena heap (glibc caps those heaps at 64 MB) and the next run
+    reuses its pages. Larger blocks still fall back to mmap, which keeps the peak memory where it was (the
+    command asks for huge pages for those: `huge_pages_environment`); forcing them into the main heap as well
+    fragments it between steps and doubles the peak (benchmarks/README.md has the measurements).
 
-    Larger blocks still fall back to mmap, exactly as before, which keeps the peak memory where it was (the
-    `charrnn` command asks for huge pages for those: `huge_pages_environment`).
-    (Forcing them into the main heap too, with a single arena, removes their faults as well, but the heap then
-    fragments between steps: a 3x512 LSTM's peak RSS went from 1.1 GB to 2.2 GB, measured.) Two process-wide
-    malloc settings change, and they may change at any time, before or after JAX starts. The cost: freed
-    memory of any size stays with the process until 64 MB of it is free at the top of a heap. Set
+    Two process-wide malloc settings change; they may change at any time, before or after JAX starts. The cost:
+    freed memory of any size stays with the process until 64 MB of it is free at the top of a heap. Set
     CHARRNN_DEFAULT_MALLOC=1 to leave the allocator alone.
     """
     if _default_malloc_wanted(os.environ):

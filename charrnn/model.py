@@ -78,6 +78,7 @@ def run_layers(
     outputs: tuple[str, ...] = ("h",),
     edit: Optional[Callable] = None,
     edit_inputs: Optional[list] = None,
+    fast: bool = True,
 ) -> tuple[Carry, list[cells.States]]:
     """Runs the embedding and every recurrent layer over time-major tokens.
 
@@ -90,6 +91,8 @@ def run_layers(
       edit: optional ``edit(layer, name, value, edit_input_t) -> value`` applied inside every step of every
         layer (see `cells.Edit`): inspection clamps units and probes gradients with it.
       edit_inputs: optional per-layer list of per-step inputs for `edit`, each with leading axis T.
+      fast: when only "h" is asked for and there is no `edit`, run the layers through `charrnn.fused` (the same
+        maths with a hand-written backward pass); False runs the plain `cells.scan` (the reference).
 
     Returns:
       The final carry and, per layer, a dict of states each (T, B, H). The last layer's "h" is *after* the
@@ -101,7 +104,7 @@ def run_layers(
     if dropout_keep is None:
         dropout_keep = dropout_masks(dropout_key, config, *tokens_tm.shape)
     keeps = list(dropout_keep) if dropout_keep is not None and config.dropout > 0 else [None] * config.num_layers
-    if edit is None and outputs == ("h",) and fused.ENABLED:  # training, evaluation: the same maths, faster
+    if edit is None and outputs == ("h",) and fast:  # training, evaluation: the same maths, faster
         first, tokens = params["layers"][0], None
         if config.vocab_size <= tokens_tm.size:
             # W_0 e_t + b_0 depends on the token alone: project the (vocab, E) embedding once and let each step
@@ -138,6 +141,7 @@ def forward(
     *,
     dropout_key: Optional[jax.Array] = None,
     dropout_keep: Optional[Sequence[jax.Array]] = None,
+    fast: bool = True,
 ) -> tuple[jax.Array, Carry]:
     """Next-character logits for a batch of windows.
 
@@ -146,11 +150,13 @@ def forward(
       carry: the state before the first character (see `initial_carry`).
       dropout_key: a PRNG key turns dropout on (training); None turns it off.
       dropout_keep: or the keep-masks themselves (see `dropout_masks`).
+      fast: the fused layers (default) or the plain scan (see `run_layers`).
 
     Returns:
       logits (B, T, vocab) — position t predicts token t+1 — and the carry after the last character.
     """
-    carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key, dropout_keep=dropout_keep)
+    carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key, dropout_keep=dropout_keep,
+                               fast=fast)
     logits = head(params, states[-1]["h"])  # (T, B, V)
     return jnp.swapaxes(logits, 0, 1), carry
 
@@ -170,6 +176,15 @@ def step(params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry) -
     return head(params, x), new_carry
 
 
+def position_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """The negative log-likelihood of each target, in nats: logits (..., V), targets (...) int -> (...).
+
+    Computed in at least float32 (a bfloat16 model still gets an accurate loss); float64 stays float64.
+    """
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
+    return -jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array, weights: Optional[jax.Array] = None) -> jax.Array:
     """Mean negative log-likelihood in nats per character.
 
@@ -178,9 +193,7 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, weights: Optional[jax.A
       targets: (...) int ids.
       weights: (...) optional 0/1 mask; the mean is over the weighted positions.
     """
-    # Never below float32 (a bfloat16 model still gets an accurate loss); float64 stays float64.
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
-    nll = -jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    nll = position_nll(logits, targets)
     if weights is None:
         return nll.mean()
     return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
@@ -195,10 +208,12 @@ def loss(
     *,
     dropout_key: Optional[jax.Array] = None,
     dropout_keep: Optional[Sequence[jax.Array]] = None,
+    fast: bool = True,
 ) -> tuple[jax.Array, Carry]:
     """Mean cross-entropy in nats per character of `targets` (B, T) given `inputs` (B, T), and the new carry.
-    Dropout as in `forward`."""
-    logits, carry = forward(params, config, inputs, carry, dropout_key=dropout_key, dropout_keep=dropout_keep)
+    Dropout and `fast` as in `forward`."""
+    logits, carry = forward(params, config, inputs, carry, dropout_key=dropout_key, dropout_keep=dropout_keep,
+                            fast=fast)
     return cross_entropy(logits, targets), carry
 
 

@@ -15,13 +15,17 @@ readers skip a line that is not JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
-import os
 import platform
 import sys
 from pathlib import Path
 from typing import Any, Optional
+
+from . import files
+from .data import Layout
+from .units import bpc
 
 RUN_JSON, METRICS = "run.json", "metrics.jsonl"
 
@@ -45,10 +49,8 @@ def now() -> str:
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> Path:
     """Writes run.json atomically (configs, corpus, versions; whatever `info` holds, plus versions and time)."""
-    from .checkpoint import write_bytes_atomic
-
     record = {**info, "versions": versions(), "written": now()}
-    return write_bytes_atomic(Path(run_dir) / RUN_JSON, (json.dumps(record, indent=2) + "\n").encode())
+    return files.write_atomic(Path(run_dir) / RUN_JSON, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def read_run_info(run_dir: Path) -> Optional[dict[str, Any]]:
@@ -89,11 +91,79 @@ class MetricsWriter:
             self.path.write_text("", encoding="utf-8")
         else:
             kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_name(f".{METRICS}.{os.getpid()}.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            files.write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
 
     def write(self, record: dict[str, Any]) -> None:
         # Opened per record (a few a second at most): no handle to leak, and each line is on disk when written.
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+# --- the events training reports, and their records -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    layout: Layout
+    num_params: int
+    train_chars: int
+    val_chars: int
+    resumed_step: int  # 0 for a fresh run
+    warnings: tuple[str, ...]
+    compile_s: float
+    devices: int = 1  # the batch is sharded over this many devices
+    processes: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Logged:
+    step: int
+    epoch: float
+    train_nats: float  # mean over the steps since the last log
+    grad_norm: float  # before clipping, at the last step
+    learning_rate: float
+    chars_per_s: float
+    elapsed_s: float
+    skipped_steps: int  # total non-finite steps skipped so far
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+    step: int
+    val_nats: float
+    best_val_nats: float
+    is_best: bool
+    seconds: float
+    checkpoint: Path  # latest.safetensors
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    step: int
+    samples: dict[float, str]  # temperature -> text (bytes shown as latin-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finished:
+    step: int
+    reason: str  # "max_steps", "max_epochs", "max_time", "interrupted", "diverged"
+    best_val_nats: Optional[float]
+    best: Path
+    latest: Path
+    elapsed_s: float
+
+
+def record(event) -> Optional[dict[str, Any]]:
+    """The metrics.jsonl record for an event (see `charrnn.runlog`), or None for events that have none."""
+    if isinstance(event, Logged):
+        return {"event": "log", "step": event.step, "epoch": round(event.epoch, 4), "train_nats": event.train_nats,
+                "train_bpc": bpc(event.train_nats), "grad_norm": event.grad_norm,
+                "learning_rate": event.learning_rate, "chars_per_s": round(event.chars_per_s, 1),
+                "elapsed_s": round(event.elapsed_s, 3), "skipped_steps": event.skipped_steps}
+    if isinstance(event, Evaluated):
+        return {"event": "eval", "step": event.step, "val_nats": event.val_nats, "val_bpc": bpc(event.val_nats),
+                "best_val_nats": event.best_val_nats, "is_best": event.is_best, "eval_s": round(event.seconds, 3)}
+    if isinstance(event, Sampled):
+        return {"event": "sample", "step": event.step,
+                "samples": [{"temperature": t, "text": text} for t, text in event.samples.items()]}
+    return None

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from charrnn import corpus_cache, data
+from charrnn.text import decode_chunks, normalize_text
 from charrnn.data import CorpusError
 
 
@@ -25,7 +26,7 @@ def write(tmp_path, content: bytes, name="corpus.txt"):
 
 def reference(raw: bytes, encoding="utf-8", keep_newlines=False):
     """Ids, symbols and SHA-256 computed without any of the streaming code."""
-    text = data.normalize_text(raw.decode(encoding), keep_newlines)
+    text = normalize_text(raw.decode(encoding), keep_newlines)
     symbols = sorted(set(text))
     index = {c: i for i, c in enumerate(symbols)}
     return np.array([index[c] for c in text], np.int64), tuple(symbols), hashlib.sha256(raw).hexdigest()
@@ -269,8 +270,8 @@ def cut(raw: bytes, cuts) -> list[bytes]:
 @settings(max_examples=300, deadline=None)
 def test_decoding_in_pieces_is_decoding_the_whole(text, cuts, encoding, keep):
     raw = text.encode(encoding)
-    pieces = list(data.decode_chunks(cut(raw, cuts), "corpus.txt", encoding, keep))
-    assert "".join(pieces) == data.normalize_text(raw.decode(encoding), keep)
+    pieces = list(decode_chunks(cut(raw, cuts), "corpus.txt", encoding, keep))
+    assert "".join(pieces) == normalize_text(raw.decode(encoding), keep)
 
 
 @given(prefix=st.text(alphabet=st.sampled_from("ab\r\né"), max_size=40), cuts=st.lists(st.integers(0, 80), max_size=6))
@@ -280,6 +281,6 @@ def test_a_bad_byte_is_located_at_its_offset_in_the_file(tmp_path_factory, prefi
     path = tmp_path_factory.mktemp("bad") / "corpus.txt"
     path.write_bytes(raw)
     with pytest.raises(CorpusError) as e:
-        "".join(data.decode_chunks(cut(raw, cuts), path))
+        "".join(decode_chunks(cut(raw, cuts), path))
     lines = raw[: len(prefix.encode())].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1
     assert f"byte 0xff at offset {len(prefix.encode())} (line {lines})" in str(e.value)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from charrnn import data
+from charrnn.text import UnknownCharactersError, normalize_text, read_text
 from charrnn.data import CorpusError, Vocabulary
 
 
@@ -18,13 +19,13 @@ def write(tmp_path, content: bytes, name="corpus.txt"):
 
 def test_bom_is_dropped_and_every_line_ending_becomes_newline(tmp_path):
     path = write(tmp_path, "\ufeffone\r\ntwo\rthree\nfour\r\r".encode("utf-8"))
-    text, _ = data.read_text(path)
+    text, _ = read_text(path)
     assert text == "one\ntwo\nthree\nfour\n\n"
 
 
 def test_keep_newlines_keeps_carriage_returns(tmp_path):
     path = write(tmp_path, "\ufeffone\r\ntwo\r".encode("utf-8"))
-    text, _ = data.read_text(path, keep_newlines=True)
+    text, _ = read_text(path, keep_newlines=True)
     assert text == "one\r\ntwo\r"
 
 
@@ -39,7 +40,7 @@ def test_unicode_round_trips_through_the_vocabulary(tmp_path):
 def test_undecodable_byte_is_located_and_a_fix_suggested(tmp_path):
     path = write(tmp_path, b"line one\nline \xff two\n")
     with pytest.raises(CorpusError) as e:
-        data.read_text(path)
+        read_text(path)
     message = str(e.value)
     assert "0xff" in message and "offset 14" in message and "line 2" in message
     assert "--encoding" in message and "--bytes" in message
@@ -47,7 +48,7 @@ def test_undecodable_byte_is_located_and_a_fix_suggested(tmp_path):
 
 def test_other_encodings_and_raw_bytes(tmp_path):
     path = write(tmp_path, "café\n".encode("latin-1"))
-    assert data.read_text(path, encoding="latin-1")[0] == "café\n"
+    assert read_text(path, encoding="latin-1")[0] == "café\n"
     corpus = data.load_corpus(path, byte_level=True)
     assert len(corpus.vocab) == 256 and corpus.vocab.byte_level
     assert corpus.vocab.decode(corpus.ids) == "café\n".encode("latin-1")
@@ -64,19 +65,19 @@ def test_other_encodings_and_raw_bytes(tmp_path):
 )
 def test_unusable_corpus_files_are_explained(tmp_path, make, message):
     with pytest.raises(CorpusError, match=message):
-        data.read_text(make(tmp_path))
+        read_text(make(tmp_path))
 
 
 def test_unknown_encoding_is_named(tmp_path):
     with pytest.raises(CorpusError, match="unknown encoding 'klingon'"):
-        data.read_text(write(tmp_path, b"abc"), encoding="klingon")
+        read_text(write(tmp_path, b"abc"), encoding="klingon")
 
 
 def test_sha256_is_of_the_file_bytes(tmp_path):
     import hashlib
 
     content = b"\xef\xbb\xbfabc\r\n"
-    assert data.read_text(write(tmp_path, content))[1] == hashlib.sha256(content).hexdigest()
+    assert read_text(write(tmp_path, content))[1] == hashlib.sha256(content).hexdigest()
 
 
 def test_bundled_corpus_is_found():
@@ -89,7 +90,7 @@ def test_bundled_corpus_is_found():
 
 def test_encoding_names_every_unknown_character():
     vocab = Vocabulary.from_text("hello world")
-    with pytest.raises(data.UnknownCharactersError) as e:
+    with pytest.raises(UnknownCharactersError) as e:
         vocab.encode("hello ☃ and ✓ and ☃")
     assert e.value.unknown == ["a", "n", "☃", "✓"]  # sorted by code point, each named once
     assert "'☃'" in str(e.value)
@@ -97,7 +98,7 @@ def test_encoding_names_every_unknown_character():
 
 def test_unknown_characters_are_exactly_those_missing():
     vocab = Vocabulary.from_text("abc")
-    with pytest.raises(data.UnknownCharactersError) as e:
+    with pytest.raises(UnknownCharactersError) as e:
         vocab.encode("abxcyb")
     assert e.value.unknown == ["x", "y"]
 
@@ -180,10 +181,10 @@ def test_any_unicode_text_round_trips(text):
 
 @given(st.text(alphabet=st.sampled_from("ab\r\n\ufeffé"), min_size=1))
 def test_newline_normalisation_leaves_no_carriage_return(text):
-    out = data.normalize_text(text)
+    out = normalize_text(text)
     assert "\r" not in out
     assert out.count("\n") == text.count("\n") + text.count("\r") - text.count("\r\n")
-    kept = data.normalize_text(text, keep_newlines=True)
+    kept = normalize_text(text, keep_newlines=True)
     assert kept == (text[1:] if text.startswith("\ufeff") else text)
 
 

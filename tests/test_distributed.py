@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint, distributed
+from charrnn import checkpoint, data, distributed, runlog
 from charrnn.cli import main
 from charrnn.config import ConfigError
 
@@ -43,7 +43,7 @@ FOUR_DEVICES = textwrap.dedent('''
     import json, sys
     from pathlib import Path
     import jax, numpy as np
-    from charrnn import checkpoint, data, distributed, train
+    from charrnn import checkpoint, data, distributed, runlog, train
     from charrnn.config import ModelConfig, TrainConfig
 
     out = Path(sys.argv[1])
@@ -59,7 +59,7 @@ FOUR_DEVICES = textwrap.dedent('''
 
     def run(devices, name, stop_at=None, resume=None):
         losses = []
-        callback = lambda e: losses.append(e.train_nats) if isinstance(e, train.Logged) else None
+        callback = lambda e: losses.append(e.train_nats) if isinstance(e, runlog.Logged) else None
         stop = (lambda: len(losses) >= stop_at) if stop_at else (lambda: False)
         finished = train.train(corpus, model, config, out / name, resume=resume, callback=callback,
                                should_stop=stop, placement=distributed.placement(devices))
@@ -131,13 +131,13 @@ def test_a_four_device_checkpoint_resumes_on_two_devices(four_devices):
 
 
 def test_a_batch_that_does_not_split_over_the_devices_says_what_would():
-    distributed.check_batch(32, 4)
+    data.check_batch(32, 4)
     with pytest.raises(ConfigError) as e:
-        distributed.check_batch(30, 4, available=8)
+        data.check_batch(30, 4, available=8)
     assert str(e.value) == ("--batch-size 30 does not split evenly over 4 devices; use a multiple of 4 (28 or 32) "
                             "or --devices 1, 2, 3, 5 or 6")
     with pytest.raises(ConfigError, match=r"\(4\) or --devices 1 or 3$"):
-        distributed.check_batch(3, 4)
+        data.check_batch(3, 4)
 
 
 def test_a_tiny_corpus_shrinks_the_batch_to_a_multiple_of_the_devices():

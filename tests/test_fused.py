@@ -105,8 +105,7 @@ def test_numpy_parameters_and_ids_run_eagerly(kind, wavefront, monkeypatch):
     ids = rng.integers(0, 9, (B, T)).astype(np.int32)
     carry = model.initial_carry(config, B)
     got, _ = model.forward(params, config, ids, carry)
-    monkeypatch.setattr(fused, "ENABLED", False)
-    want, _ = model.forward(params, config, ids, carry)
+    want, _ = model.forward(params, config, ids, carry, fast=False)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -136,16 +135,13 @@ def test_model_loss_and_gradients_match_with_dropout(kind, wavefront, monkeypatc
         inputs, targets = (jnp.asarray(rng.integers(0, 9, (B, T)), jnp.int32) for _ in range(2))
         carry = random_like(jax.eval_shape(lambda: model.initial_carry(config, B)), rng, jnp.float64)
 
-        def value_and_grads(enabled):
+        def value_and_grads(fast):
             def loss(params, carry):  # the final carry enters the loss too, so its cotangent is not zero
-                value, new_carry = model.loss(params, config, inputs, targets, carry, dropout_key=jax.random.key(5))
+                value, new_carry = model.loss(params, config, inputs, targets, carry, dropout_key=jax.random.key(5),
+                                              fast=fast)
                 return value + 0.1 * sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(new_carry))
 
-            fused.ENABLED = enabled
-            try:  # traced now, with the flag as set
-                return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, carry).compile()(params, carry)
-            finally:
-                fused.ENABLED = True
+            return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, carry)
 
         (v_fused, g_fused), (v_plain, g_plain) = value_and_grads(True), value_and_grads(False)
         np.testing.assert_allclose(v_fused, v_plain, rtol=1e-13)
@@ -254,16 +250,12 @@ def test_float32_matches_plain_path(monkeypatch):
     inputs, targets = (jnp.asarray(rng.integers(0, 9, (4, 20)), jnp.int32) for _ in range(2))
     carry = random_like(jax.eval_shape(lambda: model.initial_carry(config, 4)), rng, jnp.float32)
 
-    def grads(enabled):
-        fused.ENABLED = enabled
-        try:
-            f = jax.value_and_grad(lambda p: model.loss(p, config, inputs, targets, carry)[0])
-            return jax.jit(f).lower(params).compile()(params)
-        finally:
-            fused.ENABLED = True
+    def grads(fast):
+        f = jax.value_and_grad(lambda p: model.loss(p, config, inputs, targets, carry, fast=fast)[0])
+        return jax.jit(f)(params)
 
     (v1, g1), (v0, g0) = grads(True), grads(False)
-    assert len(calls) == 1  # traced once, with the flag on
+    assert len(calls) == 1  # traced once: the fast path only
     np.testing.assert_allclose(v1, v0, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
         assert a.dtype == jnp.float32

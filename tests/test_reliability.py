@@ -329,13 +329,13 @@ def test_kill_9_at_random_moments_never_tears_a_checkpoint_and_resuming_loses_no
 CUT_SHORT_WRITER = """
 import resource, signal, sys
 from pathlib import Path
-from charrnn import checkpoint
+from charrnn import files
 target, new, limit = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), int(sys.argv[3])
 if sys.argv[4] == "killed":
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 try:
-    checkpoint.write_bytes_atomic(target, new)
+    files.write_atomic(target, new)
 except OSError as e:
     print(e.errno)
     sys.exit(3)
@@ -391,8 +391,8 @@ def test_the_next_run_removes_temporary_files_left_by_a_killed_write(reference, 
 # write the second: best.safetensors and latest.safetensors are two files, so there is a moment between them.
 KILLED_BETWEEN_FILES = """
 import json, os, signal, sys
-from charrnn import checkpoint, cli
-kill_at, real, written = int(os.environ["KILL_AT_STEP"]), checkpoint.write_bytes_atomic, []
+from charrnn import cli, files
+kill_at, real, written = int(os.environ["KILL_AT_STEP"]), files.write_atomic, []
 def write(path, data):
     if not path.name.endswith(".safetensors"):  # run.json goes through the same atomic write
         return real(path, data)
@@ -402,7 +402,7 @@ def write(path, data):
         if len(written) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
     return real(path, data)
-checkpoint.write_bytes_atomic = write
+files.write_atomic = write
 sys.argv[0] = "charrnn"
 cli.main()
 """

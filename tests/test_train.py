@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from charrnn import checkpoint, data, distributed, model, sample, train
+from charrnn import checkpoint, data, distributed, model, optim, runlog, sample, steps, train, validation
 from charrnn.config import ModelConfig, TrainConfig
 
 TINY = ModelConfig(vocab_size=6, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
@@ -26,9 +26,9 @@ def test_windows_carry_state_and_reset_it_each_epoch():
     inputs, targets = random_streams(B, T * windows)
     config = TrainConfig(batch_size=B, seq_length=T)
     frozen = optax.sgd(0.0)
-    state = train.init_state(TINY, config, frozen, B)
+    state = steps.init_state(TINY, config, frozen, B)
     params = jax.tree.map(jnp.copy, state.params)
-    step = train.make_train_step(TINY, config, frozen, T, windows)
+    step = steps.make_train_step(TINY, config, frozen, T, windows)
     got = []
     for _ in range(2 * windows + 1):
         state, metrics = step(state, inputs, targets)
@@ -50,11 +50,11 @@ def test_step_applies_the_gradient_of_the_window_loss():
     inputs, targets = random_streams(B, 3 * T, seed=1)
     config = TrainConfig(batch_size=B, seq_length=T)
     sgd = optax.sgd(0.5)
-    state = train.init_state(TINY, config, sgd, B)
+    state = steps.init_state(TINY, config, sgd, B)
     before = jax.tree.map(jnp.copy, state.params)
     carry = model.initial_carry(TINY, B)
     grad = jax.grad(lambda p: model.loss(p, TINY, inputs[:, :T], targets[:, :T], carry)[0])(before)
-    state, _ = train.make_train_step(TINY, config, sgd, T, 3)(state, inputs, targets)
+    state, _ = steps.make_train_step(TINY, config, sgd, T, 3)(state, inputs, targets)
     for new, old, g in zip(jax.tree.leaves(state.params), jax.tree.leaves(before), jax.tree.leaves(grad)):
         np.testing.assert_allclose(new, old - 0.5 * g, rtol=1e-5, atol=1e-7)
 
@@ -63,12 +63,12 @@ def test_non_finite_step_changes_nothing_and_is_counted():
     B, T = 2, 4
     inputs, targets = random_streams(B, 2 * T, seed=2)
     config = TrainConfig(batch_size=B, seq_length=T)
-    optimizer = train.make_optimizer(config, 10)
-    state = train.init_state(TINY, config, optimizer, B)
+    optimizer = optim.make_optimizer(config, 10)
+    state = steps.init_state(TINY, config, optimizer, B)
     poisoned = {**state.params, "embedding": state.params["embedding"].at[int(inputs[0, 0])].set(jnp.nan)}
     state = state._replace(params=poisoned)
     before = jax.tree.map(np.asarray, state)
-    state, metrics = train.make_train_step(TINY, config, optimizer, T, 2)(state, inputs, targets)
+    state, metrics = steps.make_train_step(TINY, config, optimizer, T, 2)(state, inputs, targets)
     assert not bool(metrics["ok"]) and int(state.bad_steps) == 1 and int(state.step) == 1
     for new, old in zip(jax.tree.leaves((state.params, state.opt_state)), jax.tree.leaves((before.params, before.opt_state))):
         np.testing.assert_array_equal(new, old)
@@ -79,9 +79,9 @@ def test_an_exploding_update_is_refused():
     inputs, targets = random_streams(B, 2 * T, seed=3)
     config = TrainConfig(batch_size=B, seq_length=T)
     absurd = optax.sgd(jnp.inf)
-    state = train.init_state(TINY, config, absurd, B)
+    state = steps.init_state(TINY, config, absurd, B)
     before = jax.tree.map(np.asarray, state.params)
-    state, metrics = train.make_train_step(TINY, config, absurd, T, 2)(state, inputs, targets)
+    state, metrics = steps.make_train_step(TINY, config, absurd, T, 2)(state, inputs, targets)
     assert not bool(metrics["ok"])
     for new, old in zip(jax.tree.leaves(state.params), jax.tree.leaves(before)):
         np.testing.assert_array_equal(new, old)
@@ -91,7 +91,7 @@ def test_evaluation_covers_the_whole_split_with_full_context():
     ids = np.random.default_rng(4).integers(0, 6, 203)
     params = model.init(jax.random.key(0), TINY)
     B, T = 3, 8
-    got = float(train.make_evaluate(TINY, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
+    got = float(validation.make_evaluate(TINY, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
     # Independent: each stream as one long sequence through forward, mean NLL over all targets.
     per_stream = int(np.ceil((len(ids) - 1) / B))
     total, count = 0.0, 0
@@ -106,13 +106,13 @@ def test_evaluation_covers_the_whole_split_with_full_context():
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
     config = TrainConfig(learning_rate=1e-2, warmup_steps=10, min_lr_ratio=0.1)
-    schedule = train.learning_rate_schedule(config, 110)
+    schedule = optim.learning_rate_schedule(config, 110)
     assert float(schedule(0)) == 0.0
     assert float(schedule(5)) == pytest.approx(5e-3)
     assert float(schedule(10)) == pytest.approx(1e-2)
     assert float(schedule(60)) == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5), rel=1e-4)  # half way down the cosine
     assert float(schedule(110)) == pytest.approx(1e-3)
-    constant = train.learning_rate_schedule(TrainConfig(learning_rate=1e-2, warmup_steps=0, decay="constant"), 110)
+    constant = optim.learning_rate_schedule(TrainConfig(learning_rate=1e-2, warmup_steps=0, decay="constant"), 110)
     assert float(constant(100)) == pytest.approx(1e-2)
 
 
@@ -142,7 +142,7 @@ def test_learns_a_periodic_corpus_and_greedy_sampling_reproduces_it(tmp_path):
     assert float(per_char[40:].mean()) < 0.01
     text = sample.sample(params, ckpt.model, ckpt.vocab, length=200, prime="the cat ", temperature=0.0)[0]
     assert "the cat " + text == PERIODIC[: 8 + 200]
-    logged = [e for e in events if isinstance(e, train.Logged)]
+    logged = [e for e in events if isinstance(e, runlog.Logged)]
     assert logged[-1].train_nats < logged[0].train_nats / 10
 
 
@@ -153,7 +153,7 @@ def short_run(tmp_path, stop_at=None, resume=None, max_steps=24, seed=0):
     config = TrainConfig(batch_size=4, seq_length=16, max_steps=max_steps, max_epochs=None, eval_every=10, seed=seed)
     steps = []
     stop = (lambda: len(steps) >= stop_at) if stop_at else (lambda: False)
-    callback = lambda e: steps.append(e.step) if isinstance(e, train.Logged) else None
+    callback = lambda e: steps.append(e.step) if isinstance(e, runlog.Logged) else None
     config = TrainConfig(**{**config.to_dict(), "log_every": 1})
     return train.train(corpus, model_config, config, tmp_path, resume=resume, callback=callback, should_stop=stop)
 
@@ -193,7 +193,7 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     lo, hi = latest.splits.val
     ids = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000))).ids[lo:hi]
     arrays = (jnp.asarray(a) for a in data.eval_streams(ids, 4, 16))
-    expected = float(train.make_evaluate(latest.model, 16)(checkpoint.load_params(latest), *arrays))
+    expected = float(validation.make_evaluate(latest.model, 16)(checkpoint.load_params(latest), *arrays))
     assert history[-1]["val_nats"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -205,13 +205,13 @@ def test_the_window_step_is_the_streams_step_bit_for_bit():
     ids = np.random.default_rng(5).integers(0, 6, B * T * windows + 1 + 2)
     inputs, targets = data.streams(ids, B)
     config = TrainConfig(batch_size=B, seq_length=T, warmup_steps=2)
-    optimizer = train.make_optimizer(config, 20)
+    optimizer = optim.make_optimizer(config, 20)
     # Small to compile; with dropout, whose key must follow the step alike in both.
     mc = ModelConfig(vocab_size=6, cell="gru", hidden_size=8, num_layers=1, embedding_size=4, dropout=0.2)
-    by_streams = train.make_train_step(mc, config, optimizer, T, windows)
-    by_window = train.make_window_step(mc, config, optimizer, windows)
+    by_streams = steps.make_train_step(mc, config, optimizer, T, windows)
+    by_window = steps.make_window_step(mc, config, optimizer, windows)
     feed = data.TrainWindows(ids, B, T, dtype=np.dtype(np.int32))
-    a = train.init_state(mc, config, optimizer, B)
+    a = steps.init_state(mc, config, optimizer, B)
     b = jax.tree.map(jnp.copy, a)  # each step donates its state
     for s in range(2 * windows + 1):  # across an epoch boundary: the carry reset
         a, ma = by_streams(a, jnp.asarray(inputs), jnp.asarray(targets))
@@ -226,9 +226,9 @@ def test_validation_in_chunks_is_validation_of_the_whole_split(chunk_chars, row_
     ids = np.random.default_rng(6).integers(0, 6, 203)
     params = model.init(jax.random.key(1), TINY)
     B, T = 3, 8
-    whole = float(train.make_evaluate(TINY, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
+    whole = float(validation.make_evaluate(TINY, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
     windows = data.EvalWindows(ids, B, T, row_multiple=row_multiple, chunk_chars=chunk_chars)
-    run = train.make_evaluate_chunk(TINY, T)
+    run = validation.make_evaluate_chunk(TINY, T)
     carry, total, count = model.initial_carry(TINY, windows.batch_size), 0.0, 0.0
     for c in range(windows.num_chunks):
         chunk, valid = windows(c)
@@ -255,11 +255,11 @@ def test_a_placement_not_asked_for_narrows_to_the_most_devices_that_split_the_ba
         monkeypatch, batch_size, num_train, visible, expected):
     monkeypatch.setattr(distributed, "placement", lambda devices: _Devices(False, 1, devices))
     config = TrainConfig(batch_size=batch_size, seq_length=10)
-    assert train.fit_placement(_Devices(False, 1, visible), num_train, config).devices == expected
+    assert distributed.fit_placement(_Devices(False, 1, visible), num_train, config).devices == expected
 
 
 def test_a_placement_asked_for_or_over_several_processes_stays_as_it_is(monkeypatch):
     monkeypatch.setattr(distributed, "placement", lambda devices: pytest.fail("narrowed"))
     config = TrainConfig(batch_size=50, seq_length=10)
     for given in (_Devices(True, 1, 4), _Devices(False, 2, 4)):  # --devices 4 then fails with what would work
-        assert train.fit_placement(given, 10_000, config) is given
+        assert distributed.fit_placement(given, 10_000, config) is given

@@ -1,0 +1,125 @@
+"""What every command shares: the stderr console, the one-line error exit, option types, --config files."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+# One message, one line, also in logs; no emoji codes, so a file named "notes:smile:.txt" prints as it is.
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+EXAMPLES = """
+\b
+Examples:
+  charrnn train                                  # the bundled corpus, default model
+  charrnn train input.txt --max-time 10m         # your own text, ten minutes
+  charrnn sample runs/input --prime "ROMEO:" --temperature 0.8 --seed 1
+"""
+
+
+def abort(message: str, code: int = 1) -> NoReturn:
+    """Prints one line on stderr and exits with `code`."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    sys.exit(code)
+
+
+def abort_now(message: str) -> NoReturn:
+    """`abort` from a watchdog thread, or past a point where the normal exit would hang (a lost collective)."""
+    err.print(f"[bold red]error:[/] {escape(message)}")
+    err.file.flush()
+    os._exit(1)
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The library's errors that a user can fix; each one's message is the one line they see."""
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..report import ReportError
+    from ..sample import SampleError
+    from ..text import CorpusError
+    from ..train import TrainingDiverged
+
+    return CorpusError, CheckpointError, ConfigError, SampleError, TrainingDiverged, ReportError
+
+
+def results_console(width_when_piped: int) -> Console:
+    """A console for results on stdout; piped into a file, rows keep `width_when_piped` columns instead of 80."""
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else width_when_piped)
+
+
+def write_page(path: Path, html: str, what: str = "HTML report") -> None:
+    """Writes a page atomically and says where."""
+    from ..files import write_atomic
+
+    write_atomic(Path(path), html.encode("utf-8"))
+    err.print(f"{what}: {escape(str(path))}")
+
+
+class Duration(click.ParamType):
+    """Seconds, or a number with a unit: 90, 90s, 10m, 1.5h."""
+
+    name = "duration"
+    units = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(value))
+        if not match or float(match.group(1)) <= 0:
+            self.fail(f"{value!r} is not a positive duration such as 600, 90s, 10m or 1.5h", param, ctx)
+        return float(match.group(1)) * self.units[match.group(2)]
+
+
+class Coordinator(click.ParamType):
+    """HOST:PORT of process 0 in a multi-process run, or "auto" (JAX detects a TPU pod, Slurm or Open MPI)."""
+
+    name = "host:port"
+
+    def convert(self, value, param, ctx):
+        if str(value).strip() == "auto":
+            return "auto"
+        from ..distributed import parse_coordinator
+
+        try:
+            host, port = parse_coordinator(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return f"{host}:{port}"
+
+
+def load_config(ctx: click.Context, param, value):
+    """--config FILE: option values from a TOML file (a flat table, or a table named after the command), as
+    defaults that the command line overrides."""
+    if value is None:
+        return None
+    import tomllib
+
+    try:
+        table = tomllib.loads(Path(value).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise click.BadParameter(f"{value}: cannot read it ({e.strerror})", ctx, param) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"{value} is not valid TOML ({e})", ctx, param) from None
+    table = table.get(ctx.command.name, table)
+    # A key is an option's long name (dashes or underscores) or the argument's name: bytes, json, hidden_size.
+    known = {}
+    for p in ctx.command.params:
+        if p.name != "config":
+            for name in [p.name] + [o[2:] for o in p.opts if o.startswith("--")]:
+                known[name.replace("-", "_")] = p.name
+    values = {str(key).replace("-", "_"): v for key, v in table.items()}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        shown = sorted({o[2:] for p in ctx.command.params if p.name != "config" for o in p.opts if o.startswith("--")}
+                       | {p.name for p in ctx.command.params if isinstance(p, click.Argument)})
+        raise click.BadParameter(f"{value} sets {', '.join(unknown)}, which `charrnn {ctx.command.name}` does not "
+                                 f"take; known: {', '.join(shown)}", ctx, param)
+    ctx.default_map = {**(ctx.default_map or {}), **{known[k]: v for k, v in values.items()}}
+    return value

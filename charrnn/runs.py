@@ -1,0 +1,272 @@
+"""Runs: getting a training run ready the way the command does, and the texts a finished run holds out.
+
+    finished = runs.train("corpus.txt", hidden_size=128, max_time=600)     # a new run, in runs/corpus
+    finished = runs.train(resume="runs/corpus", max_time=600)              # the same run, continued
+
+`train` is the whole of `charrnn train` as one call: `prepare` (read the corpus, build the configs, or take
+them from the checkpoint when resuming; re-encode the corpus to the checkpoint's vocabulary; fit the devices;
+fail on bad input before anything is written), `choose_out_dir` (a new directory, or the resumed one), then
+`charrnn.train.train`. The command calls the same three, with its collectives in between when several
+processes take part.
+
+`held_out_text` is the text a run did not train on (its validation or test split), read back from the corpus
+file, for `inspect-cells`, `explore` and `evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from . import checkpoint, data, distributed
+from .config import ConfigError, ModelConfig, TrainConfig
+from .text import Corpus, CorpusError, UnknownCharactersError, read_text
+
+# The options of `ModelConfig` a run is started with (the rest of the options are `TrainConfig`'s).
+MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout")
+# What a resumed run may change: when and how often to stop, check and log; never what it learns.
+RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
+
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A run ready to train: what `prepare` found.
+
+    Attributes:
+      corpus: the encoded corpus (with the checkpoint's vocabulary when resuming).
+      model_config, config: the architecture and the training settings.
+      out: the output directory asked for (None: `choose_out_dir` picks runs/<corpus name>).
+      resume: the checkpoint to continue from, or None.
+      overwrite: whether `out` may already hold checkpoints (--force, or the run being resumed).
+      placement: the devices, fitted to the batch (`charrnn.distributed.fit_placement`).
+    """
+
+    corpus: Corpus
+    model_config: ModelConfig
+    config: TrainConfig
+    out: Optional[Path]
+    resume: Optional[checkpoint.Checkpoint]
+    overwrite: bool
+    placement: distributed.Placement
+
+
+def prepare(
+    corpus_path: Union[str, Path, None] = None,
+    *,
+    options: Optional[dict[str, Any]] = None,
+    given: Optional[set[str]] = None,
+    out: Union[str, Path, None] = None,
+    resume: Union[str, Path, None] = None,
+    force: bool = False,
+    encoding: str = "utf-8",
+    keep_newlines: bool = False,
+    byte_level: bool = False,
+    placement: Optional[distributed.Placement] = None,
+    on_encode: Optional[Callable[[Path, str], None]] = None,
+) -> PreparedRun:
+    """Everything before training that can fail on the user's input, in this process alone; writes nothing.
+
+    Args:
+      corpus_path: the text to train on (default: the bundled corpus, or when resuming the run's own corpus).
+      options: `ModelConfig` (`MODEL_OPTIONS`) and `TrainConfig` fields; missing ones take their defaults. When
+        resuming, the checkpoint's settings are used, and only `RESUME_MAY_CHANGE` may differ from them.
+      given: which of `options` the user set (default: all of them): only those are checked against a resumed
+        checkpoint, so a default never counts as asking for a change.
+      out: the output directory (default: runs/<corpus name>, numbered if taken; when resuming, the run's own).
+      resume: a run directory (its latest checkpoint) or a checkpoint file to continue from.
+      force: allow `out` to hold another run's checkpoints, and resume on a corpus that has changed.
+      encoding, keep_newlines, byte_level: how to read the corpus (a resumed run reads it as it did before).
+      placement: the devices (default: every device JAX sees), fitted to the batch.
+      on_encode: ``on_encode(cache_file, reason)`` before a large corpus is encoded to its cache.
+
+    Raises:
+      CorpusError, CheckpointError, ConfigError: with a one-line message saying what to change.
+    """
+    options = dict(options or {})
+    given = set(options) if given is None else set(given)
+    checkpoint_dir = None
+    ckpt = None
+    if resume is not None:
+        resume = Path(resume)
+        ckpt = checkpoint.load(resume, prefer=checkpoint.LATEST)
+        corpus_path = corpus_path if corpus_path is not None else Path(ckpt.corpus.path)
+        encoding, keep_newlines, byte_level = ckpt.corpus.encoding, ckpt.corpus.keep_newlines, ckpt.corpus.byte_level
+        checkpoint_dir = resume if resume.is_dir() else resume.parent
+        out = out if out is not None else checkpoint_dir
+    corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=on_encode)
+    if ckpt is None:
+        model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in MODEL_OPTIONS
+                                                                    if k in options})
+        config = TrainConfig(**options)
+    else:
+        corpus = corpus_for_checkpoint(ckpt, corpus, force)
+        model_config, config = ckpt.model, resumed_config(ckpt, options, given)
+    # Too short, or a batch that does not split over the devices? Say so before writing anything.
+    splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
+    num_train = splits.train[1] - splits.train[0]
+    placement = distributed.fit_placement(placement or distributed.placement(), num_train, config)
+    data.plan(num_train, config, placement.devices)
+    out = Path(out) if out is not None else None
+    # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
+    continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
+    return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement)
+
+
+def resumed_config(ckpt: checkpoint.Checkpoint, options: dict[str, Any], given: set[str]) -> TrainConfig:
+    """The checkpoint's training settings with the `given` options of `RESUME_MAY_CHANGE` applied.
+
+    Raises:
+      ConfigError: a given option outside `RESUME_MAY_CHANGE` differs from the checkpoint's.
+    """
+    saved = {**ckpt.model.to_dict(), **ckpt.train.to_dict()}
+    for name in sorted(given):
+        if name not in RESUME_MAY_CHANGE and name in options and options[name] != saved.get(name):
+            allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
+            raise ConfigError(
+                f"--resume: the checkpoint has --{name.replace('_', '-')} {saved.get(name)}, this run asks for "
+                f"{options[name]}; only {allowed} may change when resuming; drop the option or start a new run")
+    return dataclasses.replace(ckpt.train, **{k: options[k] for k in RESUME_MAY_CHANGE if k in given and k in options})
+
+
+def corpus_for_checkpoint(ckpt: checkpoint.Checkpoint, corpus: Corpus, force: bool = False) -> Corpus:
+    """`corpus` encoded with the checkpoint's vocabulary, after checking it is the text the run trained on.
+
+    Raises:
+      CorpusError: the file changed since the checkpoint (unless `force`), or it now holds characters the
+        checkpoint's vocabulary lacks.
+    """
+    if ckpt.corpus.sha256 != corpus.info.sha256 and not force:
+        raise CorpusError(f"{corpus.info.path} has changed since the checkpoint was written (its SHA-256 differs); "
+                          f"start a new run, or pass --force to resume on the changed text")
+    if corpus.vocab == ckpt.vocab:
+        return corpus
+    # Every symbol of the corpus's own vocabulary occurs in it: those the checkpoint lacks are the unknown ones.
+    index = {symbol: i for i, symbol in enumerate(ckpt.vocab.symbols)}
+    unknown = [symbol for symbol in corpus.vocab.symbols if symbol not in index]
+    if unknown:
+        raise CorpusError(f"{corpus.info.path} now has {UnknownCharactersError(unknown)}; start a new run")
+    # In memory, in the smallest type that holds the ids (a large corpus: one or two bytes per character).
+    dtype = np.min_scalar_type(max(len(ckpt.vocab) - 1, 0))
+    table = np.array([index[symbol] for symbol in corpus.vocab.symbols], dtype)
+    return dataclasses.replace(corpus, ids=table[np.asarray(corpus.ids)], vocab=ckpt.vocab)
+
+
+def holds_checkpoints(directory: Path) -> bool:
+    return any((Path(directory) / name).exists() for name in (checkpoint.BEST, checkpoint.LATEST))
+
+
+def choose_out_dir(out: Optional[Path], corpus_path: Union[str, Path], overwrite: bool = False) -> Path:
+    """The checkpoint directory, created and checked for writing: `out` if given (refusing to overwrite another
+    run's checkpoints unless `overwrite`), else runs/<corpus name>, numbered -2, -3, ... if taken.
+
+    Raises:
+      ConfigError: `out` is a file, holds checkpoints, or cannot be written.
+    """
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a directory")
+        if holds_checkpoints(out) and not overwrite:
+            raise ConfigError(f"{out} already holds checkpoints; pass --resume {out} to continue that run, "
+                              f"--force to overwrite it, or another --out")
+    else:
+        base = Path("runs") / (Path(corpus_path).stem or "corpus")
+        out, n = base, 1
+        while holds_checkpoints(out):
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ConfigError(f"cannot write checkpoints to {out} ({e.strerror}); choose another --out") from None
+    return out
+
+
+def train(corpus_path: Union[str, Path, None] = None, *, out: Union[str, Path, None] = None,
+          resume: Union[str, Path, None] = None, force: bool = False, encoding: str = "utf-8",
+          keep_newlines: bool = False, byte_level: bool = False,
+          callback: Callable[[Any], None] = lambda event: None, should_stop: Callable[[], bool] = lambda: False,
+          **options: Any):
+    """`charrnn train` as one call, in one process: `prepare`, `choose_out_dir`, `charrnn.train.train`.
+
+    `options` are `ModelConfig` and `TrainConfig` fields (hidden_size=128, max_time=600, ...); the other
+    arguments as `prepare` and `charrnn.train.train`. Returns the `charrnn.runlog.Finished` event (its `best`
+    is the best checkpoint's path).
+    """
+    from . import train as training
+
+    run = prepare(corpus_path, options=options, out=out, resume=resume, force=force, encoding=encoding,
+                  keep_newlines=keep_newlines, byte_level=byte_level)
+    out_dir = choose_out_dir(run.out, run.corpus.info.path, run.overwrite)
+    return training.train(run.corpus, run.model_config, run.config, out_dir, resume=run.resume, callback=callback,
+                          should_stop=should_stop, placement=run.placement)
+
+
+# --- the text a run held out ----------------------------------------------------------------------------------
+
+
+def held_out_text(ckpt: checkpoint.Checkpoint, split: str = "val",
+                  max_chars: Optional[int] = None) -> tuple[str, dict[str, Any]]:
+    """The text of a run's validation (``split="val"``) or test split, read back from its corpus file, at most
+    `max_chars` characters of it, as a str (a byte-level model's bytes as latin-1, one character per byte).
+
+    Returns:
+      (text, source): source has "path", "source" (a phrase naming the text), "truncated_from" when cut, and
+      "warning" when the file changed since training (its split may now hold other text).
+
+    Raises:
+      CorpusError: the corpus file is gone or unreadable.
+    """
+    path = Path(ckpt.corpus.path)
+    if not path.is_file():
+        raise CorpusError(f"the corpus this model was trained on, {path}, is gone; give TEXT to read instead")
+    # Through load_corpus: a large corpus comes memory-mapped from its encoded cache, and only the part needed
+    # is decoded.
+    whole = data.load_corpus(path, ckpt.corpus.encoding, ckpt.corpus.keep_newlines, ckpt.corpus.byte_level)
+    name = {"val": "validation", "test": "test"}[split]
+    source: dict[str, Any] = {"path": str(path), "source": f"the {name} split of {path}"}
+    if whole.info.sha256 != ckpt.corpus.sha256:
+        source["warning"] = f"{path} has changed since training; its {name} split may now hold other text"
+    lo, hi = getattr(ckpt.splits, split)
+    lo, hi = min(lo, len(whole.ids)), min(hi, len(whole.ids))
+    if max_chars is not None and hi - lo > max_chars:
+        source["truncated_from"] = hi - lo
+        hi = lo + max_chars
+    return whole.vocab.printable(whole.ids[lo:hi]), source
+
+
+def text_file(ckpt: checkpoint.Checkpoint, path: Union[str, Path]) -> tuple[str, dict[str, Any]]:
+    """A text file read the way the run read its corpus (encoding, newlines, bytes), as a str (bytes as latin-1).
+
+    Raises:
+      CorpusError: missing, unreadable, empty or undecodable.
+    """
+    text, _ = read_text(path, ckpt.corpus.encoding, ckpt.corpus.keep_newlines, ckpt.corpus.byte_level)
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")  # byte-level model: one character per byte
+    return text, {"path": str(path), "source": str(path)}
+
+
+def text_to_read(ckpt: checkpoint.Checkpoint, text_path: Union[str, Path, None] = None, *,
+                 max_chars: Optional[int] = None, split: str = "val") -> tuple[str, dict[str, Any]]:
+    """The text a command reads a model on: the file `text_path` (`text_file`), or by default the run's held-out
+    `split` (`held_out_text`); at most `max_chars` characters ("truncated_from" in the source says so).
+
+    Raises:
+      CorpusError: the text is empty, or cannot be read.
+    """
+    if text_path is None:
+        text, source = held_out_text(ckpt, split, max_chars)
+    else:
+        text, source = text_file(ckpt, text_path)
+        if max_chars is not None and len(text) > max_chars:
+            source["truncated_from"] = len(text)
+            text = text[:max_chars]
+    if not text:
+        raise CorpusError(f"{source['path']}: the text is empty; give a text with something in it")
+    return text, source

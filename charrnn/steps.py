@@ -1,0 +1,231 @@
+"""The training step: its state, and the builders of the one jitted XLA program that updates it.
+
+    state = init_state(model_config, config, optimizer, batch_size)            # params, optimizer state, carry
+    step = make_window_step(model_config, config, optimizer, steps_per_epoch)  # (state, window) -> (state, metrics)
+    step = make_train_step(model_config, config, optimizer)                    # (state, inputs, targets) -> ...
+
+Each is pure: the state goes in and comes out (donated, so it is updated in place on the device). With a
+`charrnn.distributed.Placement` the batch and the carry are sharded by rows over its devices, the parameters
+and optimizer state replicated; each device computes the gradients of its own rows and one all-reduce
+averages them (`_gradients`). `to_checkpoint` and `restore_state` move a state to and from a
+`charrnn.checkpoint.Checkpoint`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import PartitionSpec as P
+
+from . import checkpoint, data, distributed, model
+from .config import ModelConfig, TrainConfig
+from .text import Corpus
+
+
+class TrainState(NamedTuple):
+    """Everything that changes from step to step. A pytree; lives on the device.
+
+    Attributes:
+      params: model parameters.
+      opt_state: optax state.
+      carry: hidden state carried from window to window, per layer, each (B, H).
+      step: windows consumed so far (int32 scalar); epoch = step // steps_per_epoch.
+      bad_steps: consecutive steps skipped for a non-finite loss or gradient (int32 scalar).
+    """
+
+    params: Any
+    opt_state: Any
+    carry: Any
+    step: jax.Array
+    bad_steps: jax.Array
+
+
+def init_state(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
+               batch_size: Optional[int] = None) -> TrainState:
+    """A fresh state: parameters from `config.seed`, zero carry, step 0."""
+    params = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), model_config)
+    return TrainState(
+        params=params,
+        opt_state=optimizer.init(params),
+        carry=model.initial_carry(model_config, batch_size or config.batch_size),
+        step=jnp.zeros((), jnp.int32),
+        bad_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+def _select(ok: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+
+
+def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placement], fast: bool = True) -> Callable:
+    """``gradients(params, x, y, carry, keep) -> (loss, new carry, grads)`` on a window `x` -> `y` (B, T), with
+    the dropout keep-masks `keep` (`model.dropout_masks`, or None).
+
+    With several devices, each device computes the loss and gradients of its own rows of the batch (a
+    `jax.shard_map`) and one all-reduce averages them (the rows are equal in number, so the mean of the means is
+    the mean over the batch). Each device's recurrence then runs as a loop of its own, in parallel: on a CPU,
+    whose XLA runs a loop's steps one after another on one core, this is what puts the other cores to work
+    (see `charrnn.launch`). Left to XLA's partitioner instead, the same program gathers
+    activations between the devices and runs no faster than one device.
+    """
+
+    def gradients(params, x, y, carry, keep):
+        def loss_fn(p):
+            return model.loss(p, model_config, x, y, carry, dropout_keep=keep, fast=fast)
+
+        (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return loss, new_carry, grads
+
+    if placement is None or placement.devices == 1:
+        return gradients
+
+    def averaged(params, x, y, carry, keep):
+        loss, new_carry, grads = gradients(params, x, y, carry, keep)
+        return jax.lax.pmean(loss, distributed.AXIS), new_carry, jax.lax.pmean(grads, distributed.AXIS)
+
+    rows, time_rows, whole = P(distributed.AXIS), P(None, distributed.AXIS), P()
+    # check_vma off: the layer loops start from buffers made inside them (zeros, projections), which the check
+    # would have marked as varying across devices by hand; every output's spec is given below.
+    return jax.shard_map(averaged, mesh=placement.mesh, in_specs=(whole, rows, rows, rows, time_rows),
+                         out_specs=(whole, rows, whole), check_vma=False)
+
+
+def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
+               placement: Optional[distributed.Placement] = None, fast: bool = True) -> Callable:
+    """``body(state, x, y, window) -> (state, metrics)``: one update on the window `x` -> `y` (B, T), the `window`
+    index in the epoch deciding whether the carry starts from zero. Shared by both ways of feeding windows."""
+    dropout_base = jax.random.fold_in(jax.random.key(config.seed), 1)
+    gradients = _gradients(model_config, placement, fast)
+
+    def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
+        carry = jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), state.carry)
+        carry = jax.lax.stop_gradient(carry)
+        dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout > 0 else None
+        # The masks of the whole batch, drawn as one device would draw them: any number of devices takes the
+        # same steps (each is handed its rows of them).
+        keep = model.dropout_masks(dropout_key, model_config, x.shape[1], x.shape[0])
+        loss, new_carry, grads = gradients(state.params, x, y, carry, keep)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # A non-finite loss, gradient or update (e.g. from an absurd learning rate) changes nothing.
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+        new_state = TrainState(
+            params=_select(ok, params, state.params),
+            opt_state=_select(ok, opt_state, state.opt_state),
+            carry=_select(ok, new_carry, carry),
+            step=state.step + 1,
+            bad_steps=jnp.where(ok, 0, state.bad_steps + 1),
+        )
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "ok": ok}
+
+    return body
+
+
+def state_shardings(placement: distributed.Placement) -> TrainState:
+    """Where each part of the state lives: the carry split by rows (streams), everything else replicated."""
+    return TrainState(params=placement.replicated, opt_state=placement.replicated, carry=placement.batch,
+                      step=placement.replicated, bad_steps=placement.replicated)
+
+
+def _jit_step(step: Callable, placement: Optional[distributed.Placement], data_shardings: tuple) -> Callable:
+    if placement is None:
+        return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, in_shardings=(state_shardings(placement), *data_shardings),
+                   out_shardings=(state_shardings(placement), placement.replicated))
+
+
+def make_train_step(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    seq_length: Optional[int] = None,
+    steps_per_epoch: Optional[int] = None,
+    placement: Optional[distributed.Placement] = None,
+    fast: bool = True,
+) -> Callable:
+    """The whole training step — window slicing, forward, backward, clipping, update — as one jitted function.
+
+    The returned ``step(state, inputs, targets) -> (state, metrics)`` takes the full (B, L) training streams
+    (kept on the device) and slices window ``state.step % steps_per_epoch`` itself. At the first window of
+    each epoch the carry is reset to zero; between windows it is carried with its gradient stopped. A step
+    whose loss, gradient or update is not finite changes nothing but the step and `bad_steps` counters.
+    With a `placement`, the streams and the carry are sharded by rows over its devices (`state_shardings`).
+
+    metrics: {"loss": nats per character, "grad_norm": global norm before clipping, "ok": bool}. `fast`: the
+    fused layers or the plain scan (`charrnn.model.run_layers`).
+    """
+    T = seq_length or config.seq_length
+    body = _step_body(model_config, config, optimizer, placement, fast)
+
+    def step(state: TrainState, inputs: jax.Array, targets: jax.Array):
+        window = state.step % (steps_per_epoch or inputs.shape[1] // T)
+        x = jax.lax.dynamic_slice_in_dim(inputs, window * T, T, axis=1).astype(jnp.int32)
+        y = jax.lax.dynamic_slice_in_dim(targets, window * T, T, axis=1).astype(jnp.int32)
+        return body(state, x, y, window)
+
+    rows = () if placement is None else (placement.batch, placement.batch)
+    return _jit_step(step, placement, rows)
+
+
+def make_window_step(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    steps_per_epoch: int,
+    placement: Optional[distributed.Placement] = None,
+    fast: bool = True,
+) -> Callable:
+    """The same training step, fed one window at a time: ``step(state, window) -> (state, metrics)``.
+
+    `window` is (B, T + 1) token ids, row b the T + 1 characters of stream b from position ``j * T`` with
+    ``j = state.step % steps_per_epoch`` (`charrnn.data.TrainWindows`): inputs ``window[:, :-1]``, targets
+    ``window[:, 1:]``. The arithmetic is that of `make_train_step`; `train` uses this one, reading each window
+    from the corpus on the host so that nothing of corpus size has to live on the device. With a `placement`,
+    the window and the carry are sharded by rows over its devices.
+    """
+    body = _step_body(model_config, config, optimizer, placement, fast)
+
+    def step(state: TrainState, window: jax.Array):
+        x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
+        return body(state, x, y, state.step % steps_per_epoch)
+
+    return _jit_step(step, placement, () if placement is None else (placement.batch,))
+
+
+# --- to and from a checkpoint ---------------------------------------------------------------------------------
+
+
+def to_checkpoint(state: TrainState, corpus: Corpus, splits: data.Splits, model_config: ModelConfig,
+                  config: TrainConfig, layout: data.Layout, info: dict, history: list) -> checkpoint.Checkpoint:
+    """The checkpoint of a training state (host arrays), with everything needed to sample, inspect or resume."""
+    arrays = {
+        **checkpoint.flatten("params", state.params),
+        **checkpoint.flatten("opt_state", state.opt_state),
+        **checkpoint.flatten("carry", state.carry),
+    }
+    # The config as asked for; the layout actually used (a tiny corpus shrinks it) goes in the state, and a
+    # resumed run recomputes the same layout from the same corpus.
+    return checkpoint.Checkpoint(
+        model=model_config, train=config, vocab=corpus.vocab, corpus=corpus.info, splits=splits,
+        arrays=arrays, state={**info, "step": int(state.step), "total_steps": layout.total_steps,
+                              "steps_per_epoch": layout.steps_per_epoch, "batch_size": layout.batch_size,
+                              "seq_length": layout.seq_length},
+        history=history,
+    )
+
+
+def restore_state(ckpt: checkpoint.Checkpoint, model_config: ModelConfig, config: TrainConfig,
+                  optimizer: optax.GradientTransformation, batch_size: int) -> TrainState:
+    """The `TrainState` saved in `ckpt` (parameters, optimizer state, carried state, step)."""
+    template = jax.eval_shape(lambda: init_state(model_config, config, optimizer, batch_size))
+    return TrainState(
+        params=jax.tree.map(jnp.asarray, ckpt.tree("params", template.params)),
+        opt_state=jax.tree.map(jnp.asarray, ckpt.tree("opt_state", template.opt_state)),
+        carry=jax.tree.map(jnp.asarray, ckpt.tree("carry", template.carry)),
+        step=jnp.asarray(ckpt.state["step"], jnp.int32),
+        bad_steps=jnp.zeros((), jnp.int32),
+    )
