@@ -248,16 +248,6 @@ def validation_text(ckpt, text_path: Union[str, Path, None], max_chars: int) -> 
     return text, source
 
 
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """The project's atomic write (temporary file, fsync, rename): `charrnn.files.write_atomic`, which was
-    `charrnn.checkpoint.write_bytes_atomic` before it moved."""
-    try:
-        from .files import write_atomic
-    except ImportError:
-        from .checkpoint import write_bytes_atomic as write_atomic
-    return write_atomic(path, data)
-
-
 @dataclasses.dataclass(frozen=True)
 class Explored:
     """What `explore` wrote: the page's path and size in bytes, the characters recorded, the text's source."""
@@ -289,6 +279,7 @@ def explore(checkpoint_path: Union[str, Path], text_path: Union[str, Path, None]
     """
     from . import checkpoint
     from .data import CorpusError
+    from .files import write_atomic
 
     if max_chars < 1 or top < 1:
         raise ConfigError(f"--{'max-chars' if max_chars < 1 else 'top'} must be at least 1, got "
@@ -313,6 +304,6 @@ def explore(checkpoint_path: Union[str, Path], text_path: Union[str, Path, None]
                         ablation_chars=min(len(text), max_chars) if ablation_chars is None else ablation_chars,
                         title=f"charrnn explore: {resolved.parent.name}/{resolved.name}")
     encoded = page.encode("utf-8")
-    path = _write_atomic(Path(out), encoded)
+    path = write_atomic(Path(out), encoded)
     known = set(ckpt.vocab.symbols)
     return Explored(path, len(encoded), sum(c in known for c in text), source)
