@@ -6,10 +6,11 @@ recurrent networks": its n-gram comparison, its accuracy on closing brackets by 
     report = evaluate_predictions(vocab, train_ids, text_ids, nll)  # the same from the network's losses
     report.to_dict()                                                 # the JSON schema of docs/evaluate.md
 
-Conventions. The text has N symbols; the network reads them from the zero state with the state carried
-through the whole text and predicts symbols 1..N-1 (nothing predicts symbol 0), so every per-position array
-here has N-1 entries, entry i belonging to the prediction of symbol i+1. The n-gram models predict the same
-N-1 symbols from the text alone (no history from the training split, like the network's zero state).
+Conventions. The text has N symbols; the network reads it as validation reads a split (`network_nll`): in
+B contiguous streams (the run's batch size; B = 1: the whole text as one), each from the zero state with the
+state carried through it, and predicts symbols 1..N-1 (nothing predicts symbol 0), so every per-position
+array here has N-1 entries, entry i belonging to the prediction of symbol i+1. The n-gram models predict the
+same N-1 symbols from the text alone (no history from the training split, like the network's zero state).
 Losses are in nats per character; bpc = nats / ln 2. Probabilities are of the true next symbol.
 
 Character classes (`symbol_classes`): letters (``str.isalpha``), digits (``str.isdigit``), whitespace
@@ -62,8 +63,12 @@ ORACLE_ORDER = 9  # the n-gram oracle's models: orders 1..9, as the paper
 MEMORY_CONTEXT = 5  # symbols of context the memory oracle matches
 RARE_WORD_COUNT = 5  # a word seen fewer times than this in training is rare
 BUCKET_EDGES = (1, 11, 21, 31, 41, 51, 61)  # distance buckets [1, 11), [11, 21), ..., [61, inf)
+WINDOW = 256  # characters per scanned window when no run's window is given
 CATEGORIES = ("ngram", "memory", "rare_word", "word_start", "punctuation", "rest")
 PAIRS = {"(": ")", "[": "]", "{": "}", "“": "”"}
+
+
+RUN_FILE = "evaluation.json"  # in a run directory: the evaluation of its test split, which `charrnn report` shows
 
 
 class EvaluationError(ValueError):
@@ -339,6 +344,8 @@ class EvaluationReport:
     long_range: list[Bucket]
     errors: ErrorBreakdown
     settings: dict[str, Any]
+    text: Optional[dict[str, Any]] = None  # what was evaluated: "source", "path", "skipped_chars", ...
+    checkpoint: Optional[dict[str, Any]] = None  # the network evaluated: "path", "step"
 
     @property
     def best_n(self) -> int:
@@ -384,15 +391,25 @@ class EvaluationReport:
                               for name, fraction in self.errors.fractions().items()],
             },
             "settings": dict(self.settings),
+            "text": None if self.text is None else dict(self.text),
+            "checkpoint": None if self.checkpoint is None else dict(self.checkpoint),
         }
 
 
-def network_nll(params, config, ids: np.ndarray) -> np.ndarray:
-    """(N-1,) the network's loss in nats of each symbol 1..N-1 of `ids` (N,), read from the zero state with the
-    state carried through the whole text."""
-    from .inspection import record  # JAX only when a network is evaluated
+def network_nll(params, config, ids: np.ndarray, *, batch_size: int = 1, seq_length: int = WINDOW) -> np.ndarray:
+    """(N-1,) the network's loss in nats of each symbol 1..N-1 of `ids` (N,), in text order.
 
-    return record(params, config, ids, states=("h",)).nll
+    The text is laid out as validation lays out a split (`charrnn.validation.position_losses`): `batch_size`
+    contiguous streams, each read from the zero state with the state carried through it, in windows of
+    `seq_length`. Give a run's own batch size and window (its checkpoint's ``state["batch_size"]`` and
+    ``state["seq_length"]``) and the mean over its validation split is the validation loss the run recorded;
+    ``batch_size=1`` reads the whole text as one stream.
+    """
+    from .validation import position_losses  # JAX only when a network is evaluated
+
+    if batch_size < 1 or seq_length < 1:
+        raise EvaluationError(f"batch size and window must be at least 1, got {batch_size} and {seq_length}")
+    return position_losses(params, np.asarray(ids), config, batch_size, seq_length).astype(np.float64)
 
 
 def _check(text_ids: np.ndarray, train_ids: np.ndarray, max_order: int = ngram.MAX_ORDER,
@@ -469,13 +486,16 @@ def evaluate_predictions(vocab, train_ids, text_ids, nll, *, max_order: int = ng
                             settings)
 
 
-def evaluate(params, model_config, vocab, train_ids, text_ids, **options) -> EvaluationReport:
+def evaluate(params, model_config, vocab, train_ids, text_ids, *, batch_size: int = 1, seq_length: int = WINDOW,
+             **options) -> EvaluationReport:
     """Evaluates a network on `text_ids` (N,) against n-gram models trained on `train_ids`: loss, loss by
     character class, the n-gram table, accuracy on closing brackets by distance, the error breakdown.
 
     Args:
       params, model_config: the network (`charrnn.model`).
       vocab: its `charrnn.data.Vocabulary`; train_ids and text_ids are encoded with it.
+      batch_size, seq_length: how the network reads the text (`network_nll`): a run's own, to measure it as
+        its validation did.
       options: as `evaluate_predictions` (max_order, oracle_order, memory_context, rare_word_count, threshold).
 
     Raises:
@@ -486,4 +506,18 @@ def evaluate(params, model_config, vocab, train_ids, text_ids, **options) -> Eva
     if model_config.vocab_size != len(vocab):
         raise EvaluationError(f"the vocabulary has {len(vocab)} symbols but the model {model_config.vocab_size}: "
                               f"give the vocabulary the model was trained with")
-    return evaluate_predictions(vocab, train_ids, text_ids, network_nll(params, model_config, text_ids), **options)
+    nll = network_nll(params, model_config, text_ids, batch_size=batch_size, seq_length=seq_length)
+    return evaluate_predictions(vocab, train_ids, text_ids, nll, **options)
+
+
+def read_run_evaluation(run_dir) -> Optional[dict[str, Any]]:
+    """The report (`EvaluationReport.to_dict`) that `charrnn evaluate` left in a run directory, or None when
+    there is none or it is not a report of this schema."""
+    import json
+    from pathlib import Path
+
+    try:
+        d = json.loads((Path(run_dir) / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("schema") == SCHEMA else None

@@ -127,3 +127,60 @@ class Validator:
             total, count = total + float(chunk_total), count + float(chunk_count)
             data.drop_pages(self.ids)
         return total / max(count, 1.0)
+
+
+# --- per-position losses ---------------------------------------------------------------------------------------
+
+
+def make_position_chunk(model_config: ModelConfig, seq_length: int) -> Callable:
+    """``run(params, carry, ids) -> (carry, nll)``: `make_evaluate_chunk`'s program, keeping the loss of every
+    position instead of summing it.
+
+    `ids` is (B, W*T + 1): row b's inputs ``ids[b, :-1]``, targets ``ids[b, 1:]``; `nll` is (B, W*T) nats, one per
+    target (padding included: the caller keeps the real ones). One jitted `lax.scan` over the W windows, the
+    state carried from window to window and on from the previous chunk of the same streams.
+    """
+
+    def run(params, carry, ids):
+        B, L = ids.shape[0], ids.shape[1] - 1
+        windows = lambda a: a.reshape(B, L // seq_length, seq_length).swapaxes(0, 1)  # (W, B, T)
+
+        def body(carry, window):
+            x, y = window
+            logits, carry = model.forward(params, model_config, x.astype(jnp.int32), carry)
+            return carry, model.position_nll(logits, y)  # (B, T)
+
+        carry, nll = jax.lax.scan(body, carry, (windows(ids[:, :-1]), windows(ids[:, 1:])))  # nll (W, B, T)
+        return carry, nll.swapaxes(0, 1).reshape(B, L)
+
+    return jax.jit(run)
+
+
+def position_losses(params, ids: np.ndarray, model_config: ModelConfig, batch_size: int, seq_length: int,
+                    chunk_chars: int = data.EVAL_CHUNK_CHARS) -> np.ndarray:
+    """The loss of every symbol 1..N-1 of `ids` (N,), laid out and run exactly as validation runs a split.
+
+    The text is cut into `batch_size` contiguous streams, each read from the zero state (`charrnn.data.EvalWindows`,
+    as `Validator`), a chunk of windows at a time with the state carried, so device memory is bounded by the
+    chunk. The mean of the result is `Validator`'s loss of the same ids with the same batch size and window.
+
+    Returns:
+      (N-1,) float32 nats, in text order: entry t-1 is the loss of ``ids[t]`` given the stream's text before it.
+    """
+    ids = np.asarray(ids)
+    out = np.zeros(max(len(ids) - 1, 0), np.float32)
+    if len(out) == 0:
+        return out
+    windows = data.EvalWindows(ids, batch_size, seq_length, dtype=token_dtype(model_config.vocab_size),
+                               chunk_chars=chunk_chars)
+    run = make_position_chunk(model_config, seq_length)
+    carry = model.initial_carry(model_config, windows.batch_size)
+    span = windows.chunk_windows * seq_length
+    for c in range(windows.num_chunks):
+        chunk_ids, valid = windows(c)
+        carry, nll = run(params, carry, chunk_ids)
+        nll = np.asarray(nll)
+        for start, count, row in zip(windows.starts.tolist(), valid.tolist(), nll):
+            lo = start + c * span  # the row's first target in this chunk is ids[lo + 1], entry lo
+            out[lo : lo + count] = row[:count]
+    return out

@@ -179,7 +179,9 @@ def test_the_json_schema_is_stable_and_strict_json(tiny_network):
     report = evaluation.evaluate(params, config, VOCAB, encode(TRAIN), encode("ab (ab) ab"), max_order=4)
     d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert d["schema"] == "charrnn.evaluate/1"
-    assert list(d) == ["schema", "characters", "loss", "by_class", "ngram", "long_range", "errors", "settings"]
+    assert list(d) == ["schema", "characters", "loss", "by_class", "ngram", "long_range", "errors", "settings",
+                       "text", "checkpoint"]
+    assert d["text"] is None and d["checkpoint"] is None  # the library alone knows no file or checkpoint
     assert d["loss"]["bpc"] == pytest.approx(d["loss"]["nats"] / math.log(2))
     assert [row["n"] for row in d["ngram"]["table"]] == [1, 2, 3, 4]
     assert set(d["ngram"]) == {"smoothing", "train_characters", "table", "best_n", "best", "margin"}
@@ -206,3 +208,54 @@ def test_a_vocabulary_that_is_not_the_models_is_refused(tiny_network):
     params, config = tiny_network
     with pytest.raises(EvaluationError, match="vocabulary"):
         evaluation.evaluate(params, config, Vocabulary.from_text("ab"), encode("ab"), encode("ab"))
+
+
+# --- the network's per-position losses, laid out as validation lays out a split ------------------------------
+
+
+def stream_reference(params, config, ids: np.ndarray, batch_size: int) -> np.ndarray:
+    """Independent of `charrnn.validation`: cut the N-1 targets into streams of ceil((N-1)/B) as validation does,
+    run each stream alone from the zero state through `model.forward` in one piece, concatenate."""
+    n = len(ids) - 1
+    per_stream = math.ceil(n / min(batch_size, n))
+    out = []
+    for start in range(0, n, per_stream):
+        stop = min(start + per_stream, n)
+        logits, _ = model.forward(params, config, jax.numpy.asarray(ids[None, start:stop], jax.numpy.int32),
+                                  model.initial_carry(config, 1))
+        out.append(np.asarray(model.position_nll(logits, jax.numpy.asarray(ids[None, start + 1:stop + 1])))[0])
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("cell, batch_size, seq_length, chunk_chars", [
+    ("rnn", 3, 5, 3 * 5 * 2),  # several chunks of two windows
+    ("lstm", 6, 7, 1),  # one window per chunk; the last stream shorter
+    ("gru", 1, 16, 1 << 20),  # one stream, one chunk
+])
+def test_position_losses_are_each_streams_losses_in_text_order(cell, batch_size, seq_length, chunk_chars):
+    from charrnn import validation
+
+    config = ModelConfig(vocab_size=7, cell=cell, hidden_size=8, num_layers=2, embedding_size=4)
+    params = model.init(jax.random.PRNGKey(1), config)
+    ids = np.random.default_rng(0).integers(0, 7, 101).astype(np.int32)
+    nll = validation.position_losses(params, ids, config, batch_size, seq_length, chunk_chars=chunk_chars)
+    assert nll.shape == (100,)
+    np.testing.assert_allclose(nll, stream_reference(params, config, ids, batch_size), rtol=1e-5, atol=1e-6)
+
+
+def test_position_losses_average_to_the_validators_loss():
+    from charrnn import distributed, validation
+
+    config = ModelConfig(vocab_size=7, cell="lstm", hidden_size=8, num_layers=1, embedding_size=4)
+    params = model.init(jax.random.PRNGKey(2), config)
+    ids = np.random.default_rng(1).integers(0, 7, 333).astype(np.int32)
+    validator = validation.Validator(ids, config, 5, 8, distributed.placement(), params)
+    nll = validation.position_losses(params, ids, config, 5, 8)
+    assert float(nll.astype(np.float64).mean()) == pytest.approx(validator(params), rel=1e-6)
+
+
+def test_network_nll_with_one_stream_reads_the_whole_text_with_the_state_carried(tiny_network):
+    params, config = tiny_network
+    ids = encode("ab (ab {ab ab} ab) \"ab ab\" xyz ab." * 3)
+    np.testing.assert_allclose(evaluation.network_nll(params, config, ids, seq_length=8),
+                               stream_reference(params, config, ids, 1), rtol=1e-5, atol=1e-6)
