@@ -17,8 +17,9 @@ sigmoid, ∘ the elementwise product, h_0 = 0 and c_0 = 0)::
 
 The GRU is not PyTorch's (which resets after the product and lets z weight the old state).
 
-Each cell is a `Cell`: a handful of pure functions over an explicit parameter dict, so the model scans any of
-them the same way and never branches on the kind::
+Each cell is a `Cell`: a handful of pure functions over an explicit parameter dict, so `scan` (the reference
+path, which inspection uses) runs any of them the same way. The fast training path, `charrnn.fused`, has each
+kind's derivatives written out by hand, and is checked against this one::
 
     params = cell.init(key, input_size, hidden_size)
     carry = cell.initial_carry((batch,), hidden_size)     # zeros: h_0 = 0 (and c_0 = 0)

@@ -182,34 +182,44 @@ def _usable(cache: Path, source: Path, options: dict, now: dict) -> Optional[tup
 # --- building one ------------------------------------------------------------------------------------------------
 
 
+def _vocabulary(source: Path, encoding: str, keep_newlines: bool, on_bytes) -> Vocabulary:
+    """Pass 1 over a text: every symbol that occurs in it (its bytes go to `on_bytes`, to hash them)."""
+    seen = np.zeros(MAX_CODE_POINT + 1, bool)
+    chunks = read_chunks(source, on_bytes=on_bytes)
+    try:
+        for text in decode_chunks(chunks, source, encoding, keep_newlines):
+            seen[code_points(text)] = True
+    finally:
+        chunks.close()
+    symbols = np.flatnonzero(seen)
+    if not len(symbols):
+        raise CorpusError(f"{source} holds no text after decoding; give a text file with something in it")
+    return Vocabulary(tuple(chr(c) for c in symbols))
+
+
+def _id_pieces(chunks, source: Path, encoding: str, keep_newlines: bool, vocab: Vocabulary, dtype: np.dtype):
+    """The token ids of the file's pieces of bytes, a piece at a time."""
+    if vocab.byte_level:
+        return (np.frombuffer(piece, np.uint8) for piece in chunks)
+    table = np.zeros(MAX_CODE_POINT + 1, dtype)
+    table[[ord(c) for c in vocab.symbols]] = np.arange(len(vocab))
+    return (table[code_points(text)] for text in decode_chunks(chunks, source, encoding, keep_newlines))
+
+
 def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_level: bool,
            options: dict, before: dict) -> None:
     """Encodes `source` into `cache` (atomically). Raises CorpusError if the file changes while being read."""
     sha = hashlib.sha256()
-    crc_first, crc_second = [0], [0]  # of the file's bytes as each pass read them
+    crc = {"first": 0, "second": 0}  # of the file's bytes as each pass read them
 
     def first_pass(piece: bytes) -> None:
         sha.update(piece)
-        crc_first[0] = zlib.crc32(piece, crc_first[0])
+        crc["first"] = zlib.crc32(piece, crc["first"])
 
     def second_pass(piece: bytes) -> None:
-        crc_second[0] = zlib.crc32(piece, crc_second[0])
+        crc["second"] = zlib.crc32(piece, crc["second"])
 
-    vocab: Optional[Vocabulary] = None
-    if byte_level:
-        vocab = Vocabulary.of_bytes()
-    else:  # pass 1: the vocabulary, the length and the hash
-        seen = np.zeros(MAX_CODE_POINT + 1, bool)
-        chunks = read_chunks(source, on_bytes=first_pass)
-        try:
-            for text in decode_chunks(chunks, source, encoding, keep_newlines):
-                seen[code_points(text)] = True
-        finally:
-            chunks.close()
-        symbols = np.flatnonzero(seen)
-        if not len(symbols):
-            raise CorpusError(f"{source} holds no text after decoding; give a text file with something in it")
-        vocab = Vocabulary(tuple(chr(c) for c in symbols))
+    vocab = Vocabulary.of_bytes() if byte_level else _vocabulary(source, encoding, keep_newlines, first_pass)
     dtype = token_dtype(len(vocab)).newbyteorder("<")
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
@@ -220,33 +230,19 @@ def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_l
             # Raw bytes need one pass (it hashes); text a second one, which must see the same bytes as the first.
             chunks = read_chunks(source, on_bytes=first_pass if byte_level else second_pass)
             try:
-                if byte_level:
-                    pieces = (np.frombuffer(piece, np.uint8) for piece in chunks)
-                else:
-                    table = np.zeros(MAX_CODE_POINT + 1, dtype)
-                    table[symbols] = np.arange(len(symbols))
-                    pieces = (table[code_points(text)] for text in decode_chunks(chunks, source, encoding,
-                                                                                  keep_newlines))
-                for ids in pieces:
+                for ids in _id_pieces(chunks, source, encoding, keep_newlines, vocab, dtype):
                     blob = ids.tobytes()
                     crc_ids = zlib.crc32(blob, crc_ids)
                     count += len(ids)
                     out.write(blob)
             finally:
                 chunks.close()
-            after = fingerprint(source)
-            if after != before or (not byte_level and crc_second[0] != crc_first[0]):
+            if fingerprint(source) != before or (not byte_level and crc["second"] != crc["first"]):
                 raise CorpusError(f"{source} changed while it was being read; run again once it is complete")
             header = {"format": FORMAT, "version": VERSION, "source": str(source), "options": options,
                       "fingerprint": before, "sha256": sha.hexdigest(), "vocab": vocab.to_json(),
                       "num_symbols": count, "dtype": dtype.name, "ids_crc32": crc_ids}
-            header["checksum"] = _header_checksum(header)
-            blob = json.dumps(header).encode("utf-8")
-            out.write(blob)
-            out.write(struct.pack("<Q", len(blob)))
-            out.write(END)
-            out.flush()
-            os.fsync(out.fileno())
+            _write_header(out, header)
         os.replace(tmp, cache)
         files.sync_directory(cache.parent)
     except OSError as e:
@@ -257,6 +253,17 @@ def _build(source: Path, cache: Path, encoding: str, keep_newlines: bool, byte_l
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+
+
+def _write_header(out, header: dict) -> None:
+    """Appends the checksummed header, its length and the end marker, and fsyncs the file."""
+    header["checksum"] = _header_checksum(header)
+    blob = json.dumps(header).encode("utf-8")
+    out.write(blob)
+    out.write(struct.pack("<Q", len(blob)))
+    out.write(END)
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def load(path: Union[str, Path], encoding: str = "utf-8", keep_newlines: bool = False, byte_level: bool = False,

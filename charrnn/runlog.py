@@ -1,13 +1,15 @@
-"""A run's records on disk, beside its checkpoints: ``run.json`` (what was run: configs, versions, corpus)
-and ``metrics.jsonl`` (one JSON object per log step and per evaluation). Training writes them; `charrnn
-report` reads them.
+"""A run's records: the events training reports (`Started`, `Logged`, `Evaluated`, `Sampled`, `Finished`),
+and what goes on disk beside the checkpoints: ``run.json`` (what was run: configs, layout, corpus, versions)
+and ``metrics.jsonl`` (one JSON object per log step, evaluation and sample: `record`). Training writes them;
+`charrnn report` reads them.
 
 metrics.jsonl records::
 
     {"event": "log",  "step": 120, "epoch": 0.38, "train_nats": 1.92, "train_bpc": 2.77, "grad_norm": 0.8,
      "learning_rate": 0.003, "chars_per_s": 14100.0, "elapsed_s": 27.3, "skipped_steps": 0}
-    {"event": "eval", "step": 250, "epoch": 0.8, "val_nats": 1.81, "val_bpc": 2.61, "best_val_nats": 1.81,
-     "is_best": true, "eval_s": 1.2, "elapsed_s": 58.0}
+    {"event": "eval", "step": 250, "val_nats": 1.81, "val_bpc": 2.61, "best_val_nats": 1.81, "is_best": true,
+     "eval_s": 1.2}
+    {"event": "sample", "step": 1000, "samples": [{"temperature": 0.5, "text": "..."}, ...]}
 
 Losses are in nats per character (and bits per character, bpc = nats / ln 2). A crash can tear the last line;
 readers skip a line that is not JSON.

@@ -1,9 +1,58 @@
-"""Shared fixtures: a headless Chromium for checking HTML pages in a real browser."""
+"""What the tests share: a small corpus and tiny model options, running the command in-process, checking that an
+error is one line, and a headless Chromium for checking HTML pages in a real browser."""
 
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Union
 
 import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import main
+
+# 4,400 characters of text with accents, quotes, brackets and digits: 61 windows of 16 per epoch over 4 streams.
+CORPUS_TEXT = (
+    "The café opened at dawn — bread, coffee, and quiet talk.\n"
+    'Zoë said: "Not yet!" (then laughed) 42 times?\n'
+    "A quick brown fox jumps over the lazy dog; naïve—résumé.\n"
+    "Pack my box with five dozen liquor jugs: 7 of 9 were empty.\n"
+) * 20
+
+# A model small enough to train in a second or two, and its windows.
+TINY_MODEL = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"]
+TINY_WINDOWS = ["--seq-length", "16", "--batch-size", "4"]
+
+
+def write_corpus(path: Path, text: str = CORPUS_TEXT) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def invoke(*args, **kwargs):
+    """`charrnn ARGS` in this process (click's CliRunner); stdout and stderr apart."""
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def assert_one_line_error(result, *fragments, code: Union[int, tuple[int, ...]] = 1) -> str:
+    """An in-process result is a user error: exit code `code` (1; 2 for a malformed command line or
+    configuration file; or any of a tuple), no traceback, nothing on stdout, and one line on stderr starting
+    with "error:" that names every fragment. Returns the line."""
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exc_info!r}\n{result.stderr}"
+    assert result.exit_code in (code if isinstance(code, tuple) else (code,)), result.output
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
+    return assert_names(lines[0], *fragments)
+
+
+def assert_names(line: str, *fragments) -> str:
+    """`line` is an "error: ..." line naming every fragment."""
+    assert line.startswith("error: ") and len(line) > len("error: "), line
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,49 +12,13 @@ import shutil
 import struct
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import (CORPUS_TEXT, TINY_MODEL, TINY_WINDOWS, assert_one_line_error, invoke,
+                      write_corpus)
 
-from charrnn.cli import main
-
-CORPUS_TEXT = (
-    "The café opened at dawn — bread, coffee, and quiet talk.\n"
-    'Zoë said: "Not yet!" (then laughed) 42 times?\n'
-    "A quick brown fox jumps over the lazy dog; naïve—résumé.\n"
-    "Pack my box with five dozen liquor jugs: 7 of 9 were empty.\n"
-) * 20
-
-TINY = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8", "--seq-length", "16",
-        "--batch-size", "4", "--max-steps", "20", "--eval-every", "10"]
-TINY_MODEL = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"]
-
-
-def invoke(*args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
-def assert_user_error(result, *fragments, code: int = 1) -> str:
-    """The result is a one-line user error naming every fragment (exit code 1; 2 for a malformed command line
-    or configuration file); returns the message."""
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exc_info!r}\n{result.stderr}"
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
-    message = lines[0]
-    assert message.startswith("error: ") and len(message) > len("error: ")
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
-    return message
-
-
-def write_corpus(path: Path, text: str = CORPUS_TEXT) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
+TINY = TINY_MODEL + TINY_WINDOWS + ["--max-steps", "20", "--eval-every", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -114,25 +78,25 @@ def test_train_writes_best_and_latest_and_prints_the_checkpoint_path(run):
 
 def test_train_rejects_a_missing_corpus(tmp_path):
     missing = tmp_path / "no-such-corpus.txt"
-    assert_user_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
+    assert_one_line_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
     assert not (tmp_path / "out").exists()
 
 
 def test_train_rejects_a_directory(tmp_path):
     (tmp_path / "texts").mkdir()
-    assert_user_error(invoke("train", tmp_path / "texts", *TINY, "--out", tmp_path / "out"), "directory")
+    assert_one_line_error(invoke("train", tmp_path / "texts", *TINY, "--out", tmp_path / "out"), "directory")
     assert not (tmp_path / "out").exists()
 
 
 def test_train_rejects_an_empty_file(tmp_path):
     (tmp_path / "empty.txt").write_bytes(b"")
-    assert_user_error(invoke("train", tmp_path / "empty.txt", *TINY, "--out", tmp_path / "out"), "empty")
+    assert_one_line_error(invoke("train", tmp_path / "empty.txt", *TINY, "--out", tmp_path / "out"), "empty")
     assert not (tmp_path / "out").exists()
 
 
 def test_train_rejects_undecodable_bytes_naming_the_offset_and_the_way_out(tmp_path):
     (tmp_path / "bad.txt").write_bytes(b"hello \xff\xfe world")
-    message = assert_user_error(invoke("train", tmp_path / "bad.txt", *TINY, "--out", tmp_path / "out"),
+    message = assert_one_line_error(invoke("train", tmp_path / "bad.txt", *TINY, "--out", tmp_path / "out"),
                                 "offset 6", "--encoding", "--bytes")
     assert "0xff" in message
     assert not (tmp_path / "out").exists()
@@ -140,7 +104,7 @@ def test_train_rejects_undecodable_bytes_naming_the_offset_and_the_way_out(tmp_p
 
 def test_train_rejects_an_unknown_encoding(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    assert_user_error(invoke("train", corpus, *TINY, "--encoding", "no-such-codec", "--out", tmp_path / "out"),
+    assert_one_line_error(invoke("train", corpus, *TINY, "--encoding", "no-such-codec", "--out", tmp_path / "out"),
                       "no-such-codec")
     assert not (tmp_path / "out").exists()
 
@@ -153,7 +117,7 @@ def test_train_rejects_an_unknown_encoding(tmp_path):
 ])
 def test_train_rejects_options_out_of_range(tmp_path, option, value, named):
     corpus = write_corpus(tmp_path / "corpus.txt")
-    assert_user_error(invoke("train", corpus, *TINY, option, value, "--out", tmp_path / "out"), named, value)
+    assert_one_line_error(invoke("train", corpus, *TINY, option, value, "--out", tmp_path / "out"), named, value)
     assert not (tmp_path / "out").exists()
 
 
@@ -162,25 +126,25 @@ def test_train_refuses_to_overwrite_checkpoints_in_out_without_force(run, tmp_pa
     shutil.copytree(run["out"], taken)
     before = {p.name: p.read_bytes() for p in taken.iterdir()}
     assert {"best.safetensors", "latest.safetensors"} <= set(before)
-    assert_user_error(invoke("train", run["corpus"], *TINY, "--out", taken), str(taken), "--force")
+    assert_one_line_error(invoke("train", run["corpus"], *TINY, "--out", taken), str(taken), "--force")
     assert {p.name: p.read_bytes() for p in taken.iterdir()} == before  # every file as it was, nothing added
 
 
 def test_train_rejects_out_that_is_a_file(run, tmp_path):
     (tmp_path / "file").write_text("not a directory")
-    assert_user_error(invoke("train", run["corpus"], *TINY, "--out", tmp_path / "file"), "is a file")
+    assert_one_line_error(invoke("train", run["corpus"], *TINY, "--out", tmp_path / "file"), "is a file")
     assert (tmp_path / "file").read_text() == "not a directory"
 
 
 def test_resume_rejects_a_changed_architecture_naming_the_option(run):
     latest = run["out"] / "latest.safetensors"
     before = latest.read_bytes()
-    assert_user_error(invoke("train", "--resume", run["out"], "--hidden-size", "32"), "--hidden-size", "16", "32")
+    assert_one_line_error(invoke("train", "--resume", run["out"], "--hidden-size", "32"), "--hidden-size", "16", "32")
     assert latest.read_bytes() == before
 
 
 def test_resume_rejects_a_missing_checkpoint(tmp_path):
-    assert_user_error(invoke("train", "--resume", tmp_path / "gone"), str(tmp_path / "gone"))
+    assert_one_line_error(invoke("train", "--resume", tmp_path / "gone"), str(tmp_path / "gone"))
 
 
 def test_resume_refuses_to_overwrite_another_runs_checkpoints_without_force(run, tmp_path):
@@ -189,7 +153,7 @@ def test_resume_refuses_to_overwrite_another_runs_checkpoints_without_force(run,
     (other / "best.safetensors").write_bytes(b"another run's checkpoint")
     result = invoke("train", "--resume", run["out"], "--out", other, "--max-steps", "21")
     assert (other / "best.safetensors").read_bytes() == b"another run's checkpoint"
-    assert_user_error(result, str(other), "--force")
+    assert_one_line_error(result, str(other), "--force")
 
 
 @pytest.fixture(scope="module")
@@ -231,12 +195,12 @@ def test_train_rejects_a_corpus_too_short_to_split_before_starting_the_run(tmp_p
     (tmp_path / "tiny.txt").write_text("abc", encoding="utf-8")
     result = invoke("train", tmp_path / "tiny.txt", *TINY, "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-    assert_user_error(result, "at least 6")
+    assert_one_line_error(result, "at least 6")
 
 
 def test_error_messages_name_paths_exactly(tmp_path):
     missing = tmp_path / "notes:smile:.txt"
-    assert_user_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
+    assert_one_line_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
 
 
 def test_train_on_bytes_accepts_invalid_utf8_and_samples_bytes(tmp_path):
@@ -324,18 +288,18 @@ def test_sample_num_samples_prints_each_sample_whole(run):
 
 
 def test_sample_rejects_a_missing_checkpoint(tmp_path):
-    assert_user_error(sample(tmp_path / "gone.safetensors"), str(tmp_path / "gone.safetensors"))
+    assert_one_line_error(sample(tmp_path / "gone.safetensors"), str(tmp_path / "gone.safetensors"))
 
 
 def test_sample_rejects_a_directory_without_checkpoint(tmp_path):
-    assert_user_error(sample(tmp_path), str(tmp_path), "no checkpoint")
+    assert_one_line_error(sample(tmp_path), str(tmp_path), "no checkpoint")
 
 
 def test_sample_rejects_a_truncated_checkpoint(run, tmp_path):
     data = (run["out"] / "best.safetensors").read_bytes()
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(data[: len(data) // 2])
-    message = assert_user_error(sample(cut, "--length", "5"), str(cut))
+    message = assert_one_line_error(sample(cut, "--length", "5"), str(cut))
     assert "damaged" in message or "truncated" in message
 
 
@@ -343,14 +307,14 @@ def test_sample_rejects_a_checkpoint_cut_inside_its_header_as_truncated(run, tmp
     data = (run["out"] / "best.safetensors").read_bytes()
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(data[:100])
-    assert_user_error(sample(cut, "--length", "5"), str(cut), "truncated")
+    assert_one_line_error(sample(cut, "--length", "5"), str(cut), "truncated")
 
 
 def test_sample_says_a_checkpoint_cut_in_its_tensor_data_is_truncated(run, tmp_path):
     data = (run["out"] / "best.safetensors").read_bytes()
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(data[: len(data) // 2])
-    assert_user_error(sample(cut, "--length", "5"), str(cut), "truncated")
+    assert_one_line_error(sample(cut, "--length", "5"), str(cut), "truncated")
 
 
 def test_sample_detects_a_flipped_byte_in_the_tensor_data(run, tmp_path):
@@ -360,18 +324,18 @@ def test_sample_detects_a_flipped_byte_in_the_tensor_data(run, tmp_path):
     data[middle] ^= 0x01
     flipped = tmp_path / "flipped.safetensors"
     flipped.write_bytes(bytes(data))
-    assert_user_error(sample(flipped, "--length", "5"), str(flipped), "corrupted")
+    assert_one_line_error(sample(flipped, "--length", "5"), str(flipped), "corrupted")
 
 
 def test_sample_rejects_random_bytes(tmp_path):
     noise = tmp_path / "noise.safetensors"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    assert_user_error(sample(noise, "--length", "5"), str(noise), "not a charrnn checkpoint")
+    assert_one_line_error(sample(noise, "--length", "5"), str(noise), "not a charrnn checkpoint")
 
 
 def test_sample_rejects_a_text_file(tmp_path):
     text = write_corpus(tmp_path / "corpus.txt")
-    assert_user_error(sample(text, "--length", "5"), str(text), "not a charrnn checkpoint")
+    assert_one_line_error(sample(text, "--length", "5"), str(text), "not a charrnn checkpoint")
 
 
 def test_sample_rejects_a_safetensors_file_without_charrnn_metadata(tmp_path):
@@ -379,7 +343,7 @@ def test_sample_rejects_a_safetensors_file_without_charrnn_metadata(tmp_path):
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"weight": np.zeros((4, 4), np.float32)}, str(foreign))
-    assert_user_error(sample(foreign, "--length", "5"), str(foreign), "not a charrnn checkpoint")
+    assert_one_line_error(sample(foreign, "--length", "5"), str(foreign), "not a charrnn checkpoint")
 
 
 @pytest.mark.parametrize("option, value, named", [
@@ -390,7 +354,7 @@ def test_sample_rejects_a_safetensors_file_without_charrnn_metadata(tmp_path):
     ("--num-samples", "0", "num-samples"),
 ])
 def test_sample_rejects_options_out_of_range(run, option, value, named):
-    assert_user_error(sample(run["out"], option, value), named, value)
+    assert_one_line_error(sample(run["out"], option, value), named, value)
 
 
 def test_sample_rejects_prime_with_unknown_characters(run):
@@ -406,7 +370,7 @@ def test_sample_rejects_prime_with_unknown_characters(run):
 
 def test_sample_rejects_prime_with_unknown_characters_before_printing_anything(run):
     result = sample(run["out"], "--prime", "café ☃", "--length", "5")
-    assert_user_error(result, "'☃'")
+    assert_one_line_error(result, "'☃'")
 
 
 # --- watching, records, reports, info, configuration --------------------------------------------------------------
@@ -466,7 +430,7 @@ def test_report_compares_runs_and_writes_a_page(run, tmp_path):
     assert result.exit_code == 0, result.output
     assert "settings that differ" in result.stdout and "model.hidden_size" in result.stdout
     assert "validation loss" in result.stdout and page.read_text().count("<polyline") == 4
-    assert_user_error(invoke("report", tmp_path / "nothing-here"), "not a run directory")
+    assert_one_line_error(invoke("report", tmp_path / "nothing-here"), "not a run directory")
 
 
 def test_options_can_come_from_a_toml_file_and_the_command_line_wins(run, tmp_path):
@@ -481,9 +445,9 @@ def test_options_can_come_from_a_toml_file_and_the_command_line_wins(run, tmp_pa
     assert summary["step"] == 3 and summary["reason"] == "max_steps"
     assert json.loads(invoke("info", tmp_path / "r", "--json").stdout)["model"]["hidden_size"] == 12
     config.write_text("hiden_size = 12\n")
-    assert_user_error(invoke("train", run["corpus"], "--config", config), "hiden_size", "known:", "hidden-size", code=2)
+    assert_one_line_error(invoke("train", run["corpus"], "--config", config), "hiden_size", "known:", "hidden-size", code=2)
     config.write_text("hidden_size = \n")
-    assert_user_error(invoke("train", run["corpus"], "--config", config), "not valid TOML", code=2)
+    assert_one_line_error(invoke("train", run["corpus"], "--config", config), "not valid TOML", code=2)
 
 
 def test_quiet_training_prints_only_the_checkpoint(run, tmp_path):

@@ -18,14 +18,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from charrnn import checkpoint, data, distributed, runlog
-from charrnn.cli import main
+from charrnn import checkpoint, data, distributed
+from conftest import assert_one_line_error, invoke
 from charrnn.config import ConfigError
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -231,12 +229,7 @@ def test_processes_given_different_corpora_refuse_to_train_and_write_nothing(tmp
 
 
 def one_line_error(args, exit_code):
-    result = CliRunner().invoke(main, ["train", *args])
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    return assert_one_line_error(invoke("train", *args), code=exit_code)
 
 
 @pytest.mark.parametrize("args, exit_code, fragment", [

@@ -64,7 +64,43 @@ def test_reexec_runs_the_program_again_with_the_tunable():
 
 
 def test_nothing_to_run_again_with_is_no_exec():
-    launch.reexec([sys.executable, "-c", "raise SystemExit(3)"], None)  # returns: this test goes on
+    """With no environment to change, `reexec` returns and the program goes on (in a child process: were it
+    replaced, it would exit with 3 instead)."""
+    code = ("from charrnn import launch; import sys; "
+            "launch.reexec([sys.executable, '-c', 'raise SystemExit(3)'], None); print('went on')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "went on", done.stderr
+
+
+IMPORT_EVERYTHING = """
+import ctypes, importlib, os, pkgutil, sys
+opened = []
+real = ctypes.CDLL
+ctypes.CDLL = lambda name, *a, **k: opened.append(name) or real(name, *a, **k)
+import jax, optax  # they set variables of their own at import; what charrnn's modules do is measured after
+before = dict(os.environ)
+import charrnn, charrnn.cli
+for module in pkgutil.walk_packages(charrnn.__path__, "charrnn."):
+    if module.name != "charrnn.__main__":
+        importlib.import_module(module.name)
+print(len(sys.modules), opened, dict(os.environ) == before)
+"""
+
+
+def test_importing_any_module_changes_no_process_state():
+    """No module sets the allocator (that goes through the C library) or the environment when imported: the
+    command applies its settings at start, a Python user with `launch.configure_process`."""
+    out = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], capture_output=True, text=True, check=True).stdout
+    assert out.split(maxsplit=1)[1].strip() == "[] True"
+
+
+def test_configure_process_gives_a_python_user_one_cpu_device_per_core():
+    code = ("from charrnn import launch; applied = launch.configure_process(); import jax; "
+            "print(applied['cpu_devices'], len(jax.devices('cpu')))")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "CHARRNN_ONE_CPU_DEVICE")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    cores = launch.usable_cores()
+    assert out.split() == ([str(cores > 1), str(min(cores, launch.MAX_CPU_DEVICES))])
 
 
 def test_train_asks_for_one_cpu_device_per_core_up_to_eight():
@@ -96,14 +132,17 @@ def test_only_train_gets_the_cpu_devices(capable):
 
 @pytest.mark.parametrize("argv,reexec", [
     (["train", "corpus.txt"], True), (["sample", "run"], True), (["inspect-cells", "run"], True),
+    (["explore", "run"], True), (["evaluate", "run"], True),
     (["train", "--help"], False), (["info", "run"], False), (["report", "run"], False), (["--version"], False),
     ([], False),
 ])
 def test_only_the_model_running_commands_re_run_themselves(monkeypatch, argv, reexec):
-    calls = []
+    calls, configured = [], []
     monkeypatch.setattr(launch, "reexec", lambda argv, environ: calls.append((argv, environ)))
+    monkeypatch.setattr(launch, "configure_process", lambda **kwargs: configured.append(kwargs))
     monkeypatch.setattr(launch, "command_environment", lambda command, environ, cores, args: {"for": command})
     monkeypatch.setattr(cli, "main", lambda **kwargs: None)
     monkeypatch.setattr(sys, "argv", ["charrnn", *argv])
     cli.run()
     assert calls == ([([sys.executable, "-m", "charrnn", *argv], {"for": argv[0]})] if reexec else [])
+    assert configured == ([{"cpu_devices": False}] if reexec else [])

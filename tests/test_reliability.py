@@ -25,18 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn import checkpoint
 from charrnn.checkpoint import BEST, LATEST, CheckpointError
-from charrnn.cli import main
-
-CORPUS_TEXT = (
-    "The café opened at dawn — bread, coffee, and quiet talk.\n"
-    'Zoë said: "Not yet!" (then laughed) 42 times?\n'
-    "A quick brown fox jumps over the lazy dog; naïve—résumé.\n"
-    "Pack my box with five dozen liquor jugs: 7 of 9 were empty.\n"
-) * 20  # 4,400 characters: 61 windows per epoch, so a run of STEPS crosses six epoch starts
+from conftest import (CORPUS_TEXT, TINY_MODEL, TINY_WINDOWS, assert_names, assert_one_line_error, invoke,
+                      write_corpus)
 
 STEPS = 400
 # Warm-up past the first interruption, so a resume must restore the schedule; constant decay after it, so that
@@ -44,41 +37,12 @@ STEPS = 400
 RUN = ["--cell", "lstm", "--hidden-size", "16", "--num-layers", "2", "--embedding-size", "8", "--dropout", "0.1",
        "--seq-length", "16", "--batch-size", "4", "--learning-rate", "1e-2", "--warmup-steps", "100",
        "--decay", "constant", "--seed", "3", "--max-steps", str(STEPS)]
-TINY = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8", "--seq-length", "16", "--batch-size", "4"]
+TINY = TINY_MODEL + TINY_WINDOWS
 TEMPORARY = re.compile(r"\.(best|latest)\.safetensors\..+\.tmp")
 TIMEOUT = 120  # seconds any one child may take before its test fails
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def write_corpus(path: Path, text: str = CORPUS_TEXT) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def invoke(*args, **kwargs):
-    """`charrnn ARGS` in this process (click's CliRunner)."""
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
-def assert_one_line_error(result, *fragments, exit_codes=(1,)) -> str:
-    """An in-process result is a user error: exit code in `exit_codes`, no traceback, nothing on stdout, and
-    one line on stderr starting with "error:" that names every fragment. Returns the line."""
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exc_info!r}\n{result.stderr}"
-    assert result.exit_code in exit_codes, result.output
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{result.stderr}"
-    return assert_names(lines[0], *fragments)
-
-
-def assert_names(line: str, *fragments) -> str:
-    assert line.startswith("error: ") and len(line) > len("error: "), line
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    return line
 
 
 def the_error_line(stderr: str) -> str:
@@ -633,7 +597,7 @@ OUT_OF_RANGE = [
 def test_train_rejects_an_option_out_of_range_in_one_line_writing_nothing(tmp_path, option, value, named):
     corpus = write_corpus(tmp_path / "corpus.txt")
     result = invoke("train", corpus, *TINY, option, value, "--out", tmp_path / "run")
-    assert_one_line_error(result, named, value, exit_codes=(1, 2))
+    assert_one_line_error(result, named, value, code=(1, 2))
     assert not (tmp_path / "run").exists()
 
 
