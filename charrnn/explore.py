@@ -212,42 +212,6 @@ def explore_page(params, config: ModelConfig, vocab, text: str, *, regexes: Mapp
 # --- the command ---------------------------------------------------------------------------------------------
 
 
-def validation_text(ckpt, text_path: Union[str, Path, None], max_chars: int) -> tuple[str, dict]:
-    """The text to explore and where it came from: the file `text_path`, or the checkpoint's validation split,
-    at most `max_chars` characters ("truncated_from" in the source says how long it was). A warning, if any
-    (the corpus changed since training), is in source["warning"].
-
-    Raises:
-      CorpusError: the corpus is gone or cannot be read.
-    """
-    from . import data
-
-    corpus = ckpt.corpus
-    if text_path is None:
-        path = Path(corpus.path)
-        if not path.is_file():
-            raise data.CorpusError(f"the corpus this model was trained on, {path}, is gone; give TEXT to explore")
-        whole = data.load_corpus(path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
-        source = {"path": str(path), "source": f"the validation split of {path}"}
-        if whole.info.sha256 != corpus.sha256:
-            source["warning"] = f"{path} has changed since training; its validation split may now hold other text"
-        lo, hi = ckpt.splits.val
-        lo, hi = min(lo, len(whole.ids)), min(hi, len(whole.ids))
-        if hi - lo > max_chars:
-            source["truncated_from"] = hi - lo
-            hi = lo + max_chars
-        text = whole.vocab.printable(whole.ids[lo:hi])
-    else:
-        text, _ = data.read_text(text_path, corpus.encoding, corpus.keep_newlines, corpus.byte_level)
-        source = {"path": str(text_path), "source": str(text_path)}
-        if isinstance(text, bytes):
-            text = text.decode("latin-1")  # byte-level model: one character per byte
-        if len(text) > max_chars:
-            source["truncated_from"] = len(text)
-            text = text[:max_chars]
-    return text, source
-
-
 @dataclasses.dataclass(frozen=True)
 class Explored:
     """What `explore` wrote: the page's path and size in bytes, the characters recorded, the text's source."""
@@ -277,8 +241,7 @@ def explore(checkpoint_path: Union[str, Path], text_path: Union[str, Path, None]
       CheckpointError: not a checkpoint. CorpusError: the text is missing, empty or holds no character the
       model knows. ConfigError: an option is out of range or a regular expression does not compile.
     """
-    from . import checkpoint
-    from .data import CorpusError
+    from . import checkpoint, runs
     from .files import write_atomic
 
     if max_chars < 1 or top < 1:
@@ -291,11 +254,9 @@ def explore(checkpoint_path: Union[str, Path], text_path: Union[str, Path, None]
     except ValueError as e:
         raise ConfigError(str(e)) from None
     ckpt = checkpoint.load(checkpoint_path)
-    text, source = validation_text(ckpt, text_path, max_chars)
+    text, source = runs.text_to_read(ckpt, text_path, max_chars=max_chars)
     if "warning" in source:
         progress(f"warning: {source['warning']}")
-    if not text:
-        raise CorpusError(f"{source['path']}: the text is empty; give a text with something in it")
     resolved = checkpoint.resolve(checkpoint_path)
     progress(f"Recording a {ckpt.model.num_layers}×{ckpt.model.hidden_size} {ckpt.model.cell.upper()} on "
              f"{len(text):,} characters of {source['source']} ...")

@@ -463,3 +463,18 @@ def test_sample_json_for_scripts(run):
     assert result.exit_code == 0 and result.stderr == ""
     d = json.loads(result.stdout)
     assert d["seed"] == 4 and len(d["samples"]) == 2 and all(s.startswith("The") and len(s) == 33 for s in d["samples"])
+
+
+def test_explore_writes_one_page_and_prints_its_path(run, tmp_path):
+    page = tmp_path / "page.html"
+    result = invoke("explore", run["out"], "--out", page, "--max-chars", "300", "--ablation-chars", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(page) and page.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert "MB" in result.stderr
+
+
+def test_explore_refuses_what_is_not_a_checkpoint_with_one_line_and_no_page(tmp_path):
+    fake, page = write_corpus(tmp_path / "fake.safetensors"), tmp_path / "page.html"
+    assert_one_line_error(invoke("explore", fake, "--out", page), "is not a charrnn checkpoint")
+    assert_one_line_error(invoke("explore", tmp_path / "none", "--out", page), "no such checkpoint")
+    assert not page.exists()

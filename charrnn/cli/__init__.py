@@ -67,4 +67,4 @@ def run() -> None:
     main(prog_name="charrnn")
 
 
-from . import info, inspect_cells, sample, train  # noqa: E402  (each registers its command on `main`)
+from . import evaluate, explore, info, inspect_cells, sample, train  # noqa: E402  (each registers its command on `main`)
