@@ -232,13 +232,17 @@ def runs_page(summaries, differences: dict) -> str:
     """`charrnn report --html`: the runs side by side, the settings that differ, and the loss curves."""
     out = [f"<h1>charrnn: {len(summaries)} run{'s' if len(summaries) != 1 else ''}</h1>"]
     rows = []
+    tested = any(s.test_nats is not None for s in summaries)
     for s in summaries:
         bpc = None if s.best_val_nats is None else s.best_val_nats / math.log(2)
+        test = ["—" if s.test_nats is None else f"{s.test_nats:.4f}",
+                "—" if s.test_nats is None else f"{s.test_nats / math.log(2):.3f}"] if tested else []
         rows.append([str(s.path), f"{s.step:,}", "—" if s.best_val_nats is None else f"{s.best_val_nats:.4f}",
-                     "—" if bpc is None else f"{bpc:.3f}", "—" if s.best_step is None else f"{s.best_step:,}",
+                     "—" if bpc is None else f"{bpc:.3f}", "—" if s.best_step is None else f"{s.best_step:,}", *test,
                      "—" if s.chars_per_s is None else f"{s.chars_per_s:,.0f}",
                      "—" if s.elapsed_s is None else f"{s.elapsed_s / 60:.1f} min"])
-    out.append(table(["run", "step", "best val (nats)", "best val (bpc)", "at step", "chars/s", "time"], rows))
+    out.append(table(["run", "step", "best val (nats)", "best val (bpc)", "at step",
+                      *(["test (nats)", "test (bpc)"] if tested else []), "chars/s", "time"], rows))
     if len(summaries) > 1:
         out.append("<h2>Settings that differ</h2>")
         if differences:
@@ -260,3 +264,94 @@ def runs_page(summaries, differences: dict) -> str:
         out.append("<h2>Settings</h2>")
         out.append(table(["setting", "value"], [[k, v] for k, v in settings.items()]))
     return page("charrnn report", "\n".join(out))
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------------
+
+
+def bar_chart(groups: Sequence[str], series: dict[str, Sequence[float | None]], y_label: str, title: str,
+              width: int = 560, height: int = 240) -> str:
+    """An SVG grouped bar chart of values in [0, 1]: one group of bars per label in `groups`, one colour per
+    series; a missing value (None) draws no bar."""
+    legend_w = 40 + 7 * max((len(name) for name in series), default=0)
+    pad_l, pad_b, pad_t = 48, 40, 20
+    plot_w, plot_h = width - pad_l - 10, height - pad_t - pad_b
+    slot = plot_w / max(len(groups), 1)
+    bar = slot * 0.8 / max(len(series), 1)
+    parts = [f'<svg width="{width + legend_w}" height="{height}" role="img" aria-label="{esc(title)}">',
+             f'<text x="{pad_l}" y="12">{esc(title)}</text>',
+             f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    for tick in (0, 0.5, 1):
+        y = pad_t + (1 - tick) * plot_h
+        parts.append(f'<text x="{pad_l - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    for g, label in enumerate(groups):
+        parts.append(f'<text x="{pad_l + (g + 0.5) * slot:.1f}" y="{height - pad_b + 14}" '
+                     f'text-anchor="middle">{esc(label)}</text>')
+        for k, values in enumerate(series.values()):
+            v = values[g]
+            if v is None or not math.isfinite(v):
+                continue
+            h = max(0.0, min(1.0, v)) * plot_h
+            x = pad_l + g * slot + slot * 0.1 + k * bar
+            parts.append(f'<rect x="{x:.1f}" y="{pad_t + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                         f'fill="{PALETTE[k % len(PALETTE)]}"><title>{esc(f"{v:.3f}")}</title></rect>')
+    parts.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{height - 8}" text-anchor="middle">'
+                 f'distance to the opener (characters)</text>')
+    parts.append(f'<text x="12" y="{pad_t + plot_h / 2:.0f}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {pad_t + plot_h / 2:.0f})">{esc(y_label)}</text>')
+    for k, name in enumerate(series):
+        ly = pad_t + 10 + 16 * k
+        parts.append(f'<rect x="{width + 8}" y="{ly - 5}" width="12" height="10" fill="{PALETTE[k % len(PALETTE)]}"/>'
+                     f'<text x="{width + 26}" y="{ly + 4}">{esc(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _loss_cells(x: dict) -> list[str]:
+    return ["—", "—"] if x["nats"] is None else [f"{x['nats']:.4f}", f"{x['bpc']:.3f}"]
+
+
+def _share(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def evaluation_page(d: dict) -> str:
+    """`charrnn evaluate --html`: the report (`charrnn.evaluation.EvaluationReport.to_dict()`) as one page: the
+    loss, by class, the n-gram table, accuracy on closers by distance (table and chart), the error breakdown."""
+    ng, lr, e = d["ngram"], d["long_range"], d["errors"]
+    text, ckpt = d.get("text") or {}, d.get("checkpoint") or {}
+    out = ["<h1>Evaluation</h1>",
+           f"<p>Text: {esc(text.get('source', 'given ids'))}, {d['characters']:,} predictions"
+           + (f"; {text['skipped_chars']:,} characters skipped (not in the vocabulary)" if text.get("skipped_chars")
+              else "")
+           + (f". Checkpoint <code>{esc(ckpt['path'])}</code> at step {esc(ckpt.get('step'))}" if ckpt else "")
+           + ".</p>",
+           "<h2>Loss</h2>",
+           table(["model", "nats", "bpc"], [
+               ["network", *_loss_cells(d["loss"])],
+               [f"best n-gram (n = {ng['best_n']})", *_loss_cells(ng["best"])],
+               ["margin (n-gram − network)", *("—" if v is None else f"{v:+.4f}"
+                                                for v in (ng["margin"]["nats"], ng["margin"]["bpc"]))]]),
+           "<h2>Loss by character class</h2>",
+           table(["class", "count", "network nats", "network bpc", f"{ng['best_n']}-gram nats", f"{ng['best_n']}-gram bpc"],
+                 [[r["class"], f"{r['count']:,}", *_loss_cells(r["network"]), *_loss_cells(r["ngram"])]
+                  for r in d["by_class"]]),
+           f"<h2>n-gram baselines</h2><p class=\"note\">{esc(ng['smoothing'])}, trained on the run's training split "
+           f"({ng['train_characters']:,} characters). Best: n = {ng['best_n']}.</p>",
+           table(["n", "nats", "bpc"], [[r["n"], *_loss_cells(r)] for r in ng["table"]]),
+           f"<h2>Closing brackets and quotes by distance</h2><p class=\"note\">Accuracy: the fraction of closers to "
+           f"which the model gave p ≥ {lr['threshold']}, by distance to their opener in characters; the n-gram model "
+           f"is the best one (n = {lr['ngram_n']}).</p>",
+           table(["distance", "closers", "network", f"{lr['ngram_n']}-gram"],
+                 [[b["distance"], f"{b['count']:,}", _share(b["network_accuracy"]), _share(b["ngram_accuracy"])]
+                  for b in lr["buckets"]]),
+           bar_chart([b["distance"] for b in lr["buckets"]],
+                     {"network": [b["network_accuracy"] for b in lr["buckets"]],
+                      f"{lr['ngram_n']}-gram": [b["ngram_accuracy"] for b in lr["buckets"]]},
+                     "accuracy", "accuracy on closing characters by distance"),
+           f"<h2>The network's errors</h2><p class=\"note\">An error: p &lt; {e['threshold']} for the true character; "
+           f"{e['count']:,} of {e['characters']:,} predictions ({_share(e['fraction'])}). Each is counted in the first "
+           f"category it fits, in this order (docs/evaluate.md defines them).</p>",
+           table(["category", "errors", "share"],
+                 [[r["category"], f"{r['count']:,}", _share(r["fraction"])] for r in e["breakdown"]])]
+    return page("charrnn evaluate", "\n".join(out))

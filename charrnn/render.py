@@ -55,14 +55,19 @@ def _number(x: Any, fmt: str) -> str:
 
 
 def runs_table(summaries) -> Table:
-    """One row per run: where, how far, best validation loss, throughput."""
+    """One row per run: where, how far, best validation loss, test loss (once evaluated), throughput."""
     table = Table(title="runs", title_justify="left", show_edge=False)
-    for column in ("run", "step", "best val nats", "best val bpc", "at step", "chars/s", "time"):
+    tested = any(s.test_nats is not None for s in summaries)
+    columns = ("run", "step", "best val nats", "best val bpc", "at step",
+               *(("test nats", "test bpc") if tested else ()), "chars/s", "time")
+    for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
     for s in summaries:
+        test = (_number(s.test_nats, ".4f"), _number(None if s.test_nats is None else s.test_nats / math.log(2),
+                                                     ".3f")) if tested else ()
         table.add_row(Text(str(s.path)), f"{s.step:,}", _number(s.best_val_nats, ".4f"),
                       _number(None if s.best_val_nats is None else s.best_val_nats / math.log(2), ".3f"),
-                      _number(s.best_step, ","), _number(s.chars_per_s, ",.0f"),
+                      _number(s.best_step, ","), *test, _number(s.chars_per_s, ",.0f"),
                       "—" if s.elapsed_s is None else f"{s.elapsed_s / 60:.1f} min")
     return table
 

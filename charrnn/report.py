@@ -31,6 +31,8 @@ class RunSummary:
       chars_per_s: median training throughput over the logged intervals (None if nothing was logged).
       elapsed_s: training time at the last record.
       train_curve, val_curve: (step, nats) points.
+      test_nats / test_step: the test loss that `charrnn evaluate` measured on the run's test split
+        (evaluation.json in the run directory), and the step of the checkpoint it measured; None if not evaluated.
     """
 
     path: Path
@@ -43,6 +45,8 @@ class RunSummary:
     train_curve: list[tuple[int, float]]
     val_curve: list[tuple[int, float]]
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    test_nats: Optional[float] = None
+    test_step: Optional[int] = None
 
     @property
     def name(self) -> str:
@@ -53,7 +57,9 @@ class RunSummary:
                 "best_val_nats": self.best_val_nats,
                 "best_val_bpc": None if self.best_val_nats is None else self.best_val_nats / LN2,
                 "best_step": self.best_step, "chars_per_s": self.chars_per_s, "elapsed_s": self.elapsed_s,
-                "train_curve": self.train_curve, "val_curve": self.val_curve, "versions": self.versions}
+                "train_curve": self.train_curve, "val_curve": self.val_curve, "versions": self.versions,
+                "test_nats": self.test_nats, "test_bpc": None if self.test_nats is None else self.test_nats / LN2,
+                "test_step": self.test_step}
 
 
 def _flat(prefix: str, d: dict) -> dict[str, Any]:
@@ -93,12 +99,26 @@ def summarize(run_dir: Path) -> RunSummary:
     steps = [int(r["step"]) for r in metrics if "step" in r] + ([int(ckpt.state["step"])] if ckpt else [])
     speeds = [float(r["chars_per_s"]) for r in logs if _finite(r.get("chars_per_s"))]
     elapsed = [float(r["elapsed_s"]) for r in metrics if _finite(r.get("elapsed_s"))]
+    test_nats, test_step = _test_loss(run_dir)
     return RunSummary(
         path=run_dir, settings=settings, step=max(steps, default=0),
         best_val_nats=best[1] if best else None, best_step=best[0] if best else None,
         chars_per_s=statistics.median(speeds) if speeds else None, elapsed_s=max(elapsed, default=None),
         train_curve=train_curve, val_curve=val_curve, versions=(info or {}).get("versions", {}),
+        test_nats=test_nats, test_step=test_step,
     )
+
+
+def _test_loss(run_dir: Path) -> tuple[Optional[float], Optional[int]]:
+    """(nats, checkpoint step) of the run's evaluated test split (evaluation.json), or (None, None)."""
+    from .evaluation import read_run_evaluation
+
+    d = read_run_evaluation(run_dir)
+    nats = ((d or {}).get("loss") or {}).get("nats")
+    if not _finite(nats):
+        return None, None
+    step = (d.get("checkpoint") or {}).get("step")
+    return float(nats), step if isinstance(step, int) else None
 
 
 def _finite(x) -> bool:

@@ -41,12 +41,15 @@ def user_errors() -> tuple[type[Exception], ...]:
     """The library's errors that a user can fix; each one's message is the one line they see."""
     from ..checkpoint import CheckpointError
     from ..config import ConfigError
+    from ..evaluation import EvaluationError
+    from ..ngram import NGramError
     from ..report import ReportError
     from ..sample import SampleError
     from ..text import CorpusError
     from ..train import TrainingDiverged
 
-    return CorpusError, CheckpointError, ConfigError, SampleError, TrainingDiverged, ReportError
+    return (CorpusError, CheckpointError, ConfigError, SampleError, TrainingDiverged, ReportError, EvaluationError,
+            NGramError)
 
 
 def results_console(width_when_piped: int) -> Console:
