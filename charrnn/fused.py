@@ -446,8 +446,8 @@ def _layer_bwd(spec, residuals, cotangents):
     math, T, H = _MATH[spec.kind], spec.steps, U.shape[0]
     R = math.num_rec * H
 
-    # U[:, :R]^T as an array of its own: inside the loop ``da @ U^T`` would be a transposed-operand product, about
-    # 1.5x slower there than the plain one (2x128: 90-100 vs 66 us per step, profiled).
+    # U[:, :R]^T as an array of its own: inside the loop ``da @ U^T`` would be a transposed-operand product, which
+    # XLA:CPU runs markedly slower there than the plain one (benchmarks/README.md).
     U_rec_T = U[:, :R].T
 
     def body(state, k):

@@ -27,8 +27,8 @@ from typing import Mapping, Optional, Sequence
 from . import memory
 
 CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
-# Each device keeps its own copy of the parameters and optimizer state. A guard, not a measured optimum: the
-# gain above was measured on 2 cores only.
+# Each device keeps its own copy of the parameters and optimizer state. A guard, not a measured optimum (the gain
+# has been measured on 2 cores only: benchmarks/README.md).
 MAX_CPU_DEVICES = 8
 
 

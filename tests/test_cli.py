@@ -203,6 +203,7 @@ def test_error_messages_name_paths_exactly(tmp_path):
     assert_one_line_error(invoke("train", missing, *TINY, "--out", tmp_path / "out"), str(missing))
 
 
+@pytest.mark.slow
 def test_train_on_bytes_accepts_invalid_utf8_and_samples_bytes(tmp_path):
     corpus = tmp_path / "binary.dat"
     corpus.write_bytes(b"hello \xff\xfe world \x00\x01 caf\xc3\xa9\n" * 20)
@@ -376,6 +377,7 @@ def test_sample_rejects_prime_with_unknown_characters_before_printing_anything(r
 # --- watching, records, reports, info, configuration --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_in_a_log_is_plain_lines_with_samples(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--sample-every", "10",
@@ -422,6 +424,7 @@ def test_info_describes_a_checkpoint(run):
     assert set(details["vocabulary"]["symbols"]) == set(CORPUS_TEXT)
 
 
+@pytest.mark.slow
 def test_report_compares_runs_and_writes_a_page(run, tmp_path):
     other = tmp_path / "other"
     assert invoke("train", run["corpus"], *TINY, "--hidden-size", "8", "--out", other).exit_code == 0
@@ -433,6 +436,7 @@ def test_report_compares_runs_and_writes_a_page(run, tmp_path):
     assert_one_line_error(invoke("report", tmp_path / "nothing-here"), "not a run directory")
 
 
+@pytest.mark.slow
 def test_options_can_come_from_a_toml_file_and_the_command_line_wins(run, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('hidden-size = 12\nnum_layers = 1\nembedding_size = 4\nseq_length = 16\nbatch_size = 4\n'

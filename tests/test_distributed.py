@@ -211,6 +211,7 @@ def start_two(tmp_path, corpora, *more, env=None):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
 
 
+@pytest.mark.slow
 def test_processes_given_different_corpora_refuse_to_train_and_write_nothing(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -290,12 +291,14 @@ def join(tmp_path, coordinator, process_id, timeout="2s"):
     return lines[0], time.perf_counter() - t
 
 
+@pytest.mark.slow
 def test_an_unreachable_coordinator_is_one_line_after_the_join_timeout(tmp_path):
     line, took = join(tmp_path, f"127.0.0.1:{free_port()}", 1)
     assert line.startswith("error: could not reach the coordinator at 127.0.0.1:") and "within 2 s" in line
     assert "--join-timeout" in line and took < 30
 
 
+@pytest.mark.slow
 def test_process_0_alone_gives_up_with_one_line_after_the_join_timeout(tmp_path):
     line, took = join(tmp_path, f"127.0.0.1:{free_port()}", 0)
     assert line.startswith("error: not all 2 processes joined the run at 127.0.0.1:") and "within 2 s" in line

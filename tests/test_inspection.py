@@ -154,6 +154,7 @@ def test_saturation_fractions(params):
     np.testing.assert_allclose(sat[1]["f"]["right"], (f > 0.9).mean(axis=0))
 
 
+@pytest.mark.slow
 def test_gradient_reach_matches_gradients_through_the_carry():
     """d loss_T / d h_{T-k} equals the gradient of the loss of the last k+1 steps with respect to the state
     they start from — an independent way to get the same number."""

@@ -212,6 +212,7 @@ def assert_stopped_cleanly(child: Child, run: Path, after_step: int) -> int:
     return step
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_ctrl_c_and_by_sigterm_then_resumed_ends_bit_identical(reference, env, tmp_path, children):
     run = tmp_path / "run"
     # Checkpoints every 50 steps; each signal comes just after one, so the stop saves one of its own in between.
@@ -372,6 +373,7 @@ cli.main()
 """
 
 
+@pytest.mark.slow
 def test_a_kill_between_writing_best_and_latest_loses_neither_the_run_nor_the_best_model(reference, env, tmp_path):
     run = tmp_path / "run"
 
@@ -438,6 +440,7 @@ cli.main()
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_write_stops_with_one_line_and_keeps_the_previous_checkpoint(reference, env,
                                                                                                   tmp_path):
     run = tmp_path / "run"
@@ -646,6 +649,7 @@ def test_resume_refuses_a_corpus_that_changed_since_the_checkpoint(reference, tm
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_resume_accepts_a_changed_corpus_with_force(reference, env, tmp_path):
     run = copy_of_reference(reference, tmp_path)
     corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT.replace("dawn", "dusk"))

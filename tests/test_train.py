@@ -19,6 +19,7 @@ def random_streams(B, L, vocab=6, seed=0):
     return jnp.asarray(rng.integers(0, vocab, (B, L)), jnp.int32), jnp.asarray(rng.integers(0, vocab, (B, L)), jnp.int32)
 
 
+@pytest.mark.slow
 def test_windows_carry_state_and_reset_it_each_epoch():
     """With a zero learning rate the step's losses must equal a plain loop over truncated BPTT:
     window j of every stream, state carried from window j-1, zero state at the start of each epoch."""
@@ -126,6 +127,7 @@ def corpus_of(text, name="corpus.txt"):
     return data.Corpus(vocab.encode(text), vocab, data.CorpusInfo(name, "0" * 64, len(text)))
 
 
+@pytest.mark.slow
 def test_learns_a_periodic_corpus_and_greedy_sampling_reproduces_it(tmp_path):
     corpus = corpus_of(PERIODIC)
     model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="lstm", hidden_size=32, num_layers=1, embedding_size=8)
@@ -162,6 +164,7 @@ def final_params(run_dir):
     return [np.asarray(a) for a in jax.tree.leaves(checkpoint.load(run_dir / checkpoint.LATEST).arrays)]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_a_bit_identical_run_and_another_seed_does_not(tmp_path):
     short_run(tmp_path / "a")
     short_run(tmp_path / "b")
@@ -171,6 +174,7 @@ def test_same_seed_gives_a_bit_identical_run_and_another_seed_does_not(tmp_path)
     assert not all(np.array_equal(x, y) for x, y in zip(a, c))
 
 
+@pytest.mark.slow
 def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path):
     short_run(tmp_path / "whole")
     stopped = short_run(tmp_path / "part", stop_at=13)
@@ -182,6 +186,7 @@ def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(whole, part))
 
 
+@pytest.mark.slow
 def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     finished = short_run(tmp_path)
     history = checkpoint.load(tmp_path / checkpoint.LATEST).history
@@ -200,6 +205,7 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
 # --- windows fed from the host, and validation a chunk at a time (what `train` runs) ---------------------------
 
 
+@pytest.mark.slow
 def test_the_window_step_is_the_streams_step_bit_for_bit():
     B, T, windows = 3, 5, 4
     ids = np.random.default_rng(5).integers(0, 6, B * T * windows + 1 + 2)
