@@ -9,39 +9,16 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from conftest import assert_one_line_error, invoke, write_corpus
 
 from charrnn import checkpoint, data, evaluation, runs
-from charrnn.cli import main
-
-CORPUS_TEXT = (
-    "The café opened at dawn — bread, coffee, and quiet talk.\n"
-    'Zoë said: "Not yet!" (then laughed) 42 times?\n'
-    "A quick brown fox jumps over the lazy dog; naïve—résumé.\n"
-    "Pack my box with five dozen liquor jugs: 7 of 9 were empty.\n"
-) * 20
-
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_user_error(result, *fragments) -> None:
-    """Exit code 1, nothing on stdout, one line on stderr starting "error:" and naming every fragment."""
-    assert isinstance(result.exception, SystemExit), f"uncaught {result.exc_info!r}\n{result.stderr}"
-    assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny LSTM trained for 20 steps; tests that write into a run copy it (`run_copy`)."""
     root = tmp_path_factory.mktemp("evaluate")
-    corpus = root / "corpus.txt"
-    corpus.write_text(CORPUS_TEXT, encoding="utf-8")
+    corpus = write_corpus(root / "corpus.txt")
     out = root / "run"
     runs.train(corpus, out=out, hidden_size=16, num_layers=1, embedding_size=8, batch_size=4, seq_length=16,
                max_steps=20, eval_every=10, log_every=5, sample_every=0)
@@ -129,7 +106,7 @@ def test_characters_the_model_does_not_know_are_skipped_with_a_warning(trained, 
     assert json.loads(result.stdout)["text"]["skipped_chars"] == 6
 
 
-def test_html_page_escapes_what_comes_from_files(trained, tmp_path):
+def test_html_page_escapes_what_comes_from_files(trained, tmp_path, chromium):
     text = tmp_path / "<b>x&y.txt"
     text.write_text("The café opened (at dawn).\n" * 4, encoding="utf-8")
     result = invoke("evaluate", trained["out"], text, "--max-order", 3, "--html", tmp_path / "page.html", "-q")
@@ -140,6 +117,9 @@ def test_html_page_escapes_what_comes_from_files(trained, tmp_path):
     assert "<script" not in page and "http" not in page.replace("http-equiv", "")
     for heading in ("Loss by character class", "n-gram baselines", "The network's errors"):
         assert heading in page
+    dom = chromium((tmp_path / "page.html").as_uri(), "--dump-dom")  # a real browser reads the same page
+    assert dom.returncode == 0 and "&lt;b&gt;x&amp;y.txt" in dom.stdout and "<b>x" not in dom.stdout
+    assert dom.stdout.count("<svg") == 1 and "accuracy on closing characters by distance" in dom.stdout
 
 
 @pytest.fixture
@@ -155,7 +135,7 @@ def no_test_split(run_copy):
 
 def test_a_run_without_a_test_split_is_refused_saying_what_to_do(no_test_split, tmp_path):
     result = invoke("evaluate", no_test_split, "--html", tmp_path / "page.html")
-    assert_user_error(result, "--test-fraction 0", "TEXT")
+    assert_one_line_error(result, "--test-fraction 0", "TEXT")
     assert not (no_test_split / evaluation.RUN_FILE).exists() and not (tmp_path / "page.html").exists()
 
 
@@ -184,5 +164,5 @@ def test_bad_input_is_one_line_and_nothing_is_written(run_copy, tmp_path, case, 
     else:
         args += ["--max-chars", 1]
     result = invoke("evaluate", *args, "--html", tmp_path / "page.html")
-    assert_user_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not (run_copy / evaluation.RUN_FILE).exists() and not (tmp_path / "page.html").exists()
