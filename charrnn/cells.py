@@ -71,10 +71,16 @@ class Cell(NamedTuple):
     carry_names: tuple[str, ...]
     state_names: tuple[str, ...]
     step: Callable[..., tuple[Carry, States]]
+    activation: str = "tanh"  # the vanilla RNN's φ; the LSTM's and GRU's nonlinearities are fixed
 
     @property
     def num_gates(self) -> int:
         return len(self.gates)
+
+    @property
+    def key(self) -> str:
+        """The kind and, for an RNN whose φ is not tanh, its activation: "rnn", "rnn-relu", "lstm", ..."""
+        return self.name if self.activation == "tanh" else f"{self.name}-{self.activation}"
 
     def init(self, key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
         """Fresh parameters: Glorot-uniform input weights, orthogonal recurrent weights per gate block.
@@ -109,11 +115,24 @@ class Cell(NamedTuple):
         return xs @ params["W"] + params["b"]
 
 
-def _rnn_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
-    edit = edit or _no_edit
-    (h,) = carry
-    h = edit("h", jnp.tanh(x_proj + h @ params["U"]))
-    return (h,), {"h": h}
+# The vanilla RNN's activation φ in h_t = φ(W x_t + U h_{t-1} + b), as Keras' SimpleRNN offers it (tanh the default).
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "identity": lambda a: a,
+}
+
+
+def _rnn_step_with(activation: str) -> Callable[..., tuple[Carry, States]]:
+    phi = ACTIVATIONS[activation]
+
+    def rnn_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
+        edit = edit or _no_edit
+        (h,) = carry
+        h = edit("h", phi(x_proj + h @ params["U"]))
+        return (h,), {"h": h}
+
+    return rnn_step
 
 
 def _lstm_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
@@ -142,18 +161,31 @@ def _gru_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None
     return (h,), {"h": h, "z": z, "r": r, "h_hat": h_hat}
 
 
-RNN = Cell("rnn", ("",), ("h",), ("h",), _rnn_step)
+RNN = Cell("rnn", ("",), ("h",), ("h",), _rnn_step_with("tanh"))
 LSTM = Cell("lstm", ("f", "i", "o", "c"), ("h", "c"), ("h", "c", "f", "i", "o", "g"), _lstm_step)
 GRU = Cell("gru", ("z", "r", "h"), ("h",), ("h", "z", "r", "h_hat"), _gru_step)
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNN, LSTM, GRU)}
+RNNS: dict[str, Cell] = {a: RNN._replace(step=_rnn_step_with(a), activation=a) if a != "tanh" else RNN
+                         for a in ACTIVATIONS}
 
 
-def get(kind: str) -> Cell:
-    """The cell called `kind` ("rnn", "lstm" or "gru")."""
-    try:
-        return CELLS[kind]
-    except KeyError:
-        raise ValueError(f"unknown cell {kind!r}: choose one of {', '.join(CELLS)}") from None
+def get(kind: str, activation: str = "tanh") -> Cell:
+    """The cell called `kind` ("rnn", "lstm" or "gru"); for the RNN, with the activation φ called `activation`
+    ("tanh", "relu" or "identity").
+
+    Raises:
+      ValueError: an unknown kind or activation, or an activation other than tanh for the LSTM or GRU.
+    """
+    if kind not in CELLS:
+        raise ValueError(f"unknown cell {kind!r}: choose one of {', '.join(CELLS)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+    if kind == "rnn":
+        return RNNS[activation]
+    if activation != "tanh":
+        raise ValueError(f"the {kind.upper()} has no activation to choose (its gates' nonlinearities are part of "
+                         f"its equations); --activation is for --cell rnn")
+    return CELLS[kind]
 
 
 def scan(

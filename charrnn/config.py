@@ -8,6 +8,7 @@ import math
 from typing import Any, Optional
 
 CELL_KINDS = ("rnn", "lstm", "gru")
+ACTIVATIONS = ("tanh", "relu", "identity")  # the vanilla RNN's φ (as Keras' SimpleRNN); see cells.ACTIVATIONS
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -37,6 +38,7 @@ class ModelConfig(DictRoundTrip):
     num_layers: int = 2  # depth helps more than width at this size (Karpathy et al. 2015, table 1)
     embedding_size: int = 64  # characters are few; 64 dims is plenty and cheap
     dropout: float = 0.0  # between layers and before the head; off by default because 10 minutes rarely overfits
+    activation: str = "tanh"  # the RNN's φ (tanh, relu, identity); the LSTM and GRU have none to choose
 
     def __post_init__(self):
         if self.cell not in CELL_KINDS:
@@ -46,6 +48,11 @@ class ModelConfig(DictRoundTrip):
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        if self.cell != "rnn" and self.activation != "tanh":
+            raise ConfigError(f"--activation {self.activation} is for the vanilla RNN (--cell rnn); the "
+                              f"{self.cell.upper()}'s nonlinearities are part of its equations; drop --activation")
 
 
 @dataclasses.dataclass(frozen=True)

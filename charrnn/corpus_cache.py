@@ -1,11 +1,11 @@
 """Corpora larger than memory: encoded once into a compact file of token ids, then memory-mapped.
 
-`load` returns a `charrnn.data.Corpus` whose ``ids`` is a read-only `numpy.memmap` of uint8 ids (a vocabulary of
+`load` returns a `charrnn.text.Corpus` whose ``ids`` is a read-only `numpy.memmap` of uint8 ids (a vocabulary of
 at most 256 symbols), uint16 (at most 65,536) or uint32, so training reads windows straight from the page cache
 and its memory does not depend on the size of the corpus.
 
-Encoding streams the file twice in 4 MiB pieces, with the decoding and newline rules of `charrnn.data.read_text`
-(`charrnn.data.decode_chunks`): the first pass hashes the file (SHA-256, the hash checkpoints record) and finds
+Encoding streams the file twice in 4 MiB pieces, with the decoding and newline rules of `charrnn.text.read_text`
+(`charrnn.text.decode_chunks`): the first pass hashes the file (SHA-256, the hash checkpoints record) and finds
 the vocabulary, the second writes the ids. Neither holds more than a piece of the text in memory.
 
 The cache file, one per corpus path and way of reading it, lives in ``$XDG_CACHE_HOME/charrnn/corpora``
@@ -20,8 +20,8 @@ The cache file, one per corpus path and way of reading it, lives in ``$XDG_CACHE
 The header records the corpus (absolute path, size, modification time, SHA-256 of its first and last MiB, and
 of the whole file), how it was read, the vocabulary, the ids' dtype, length and CRC-32, and a SHA-256 over the
 header itself. A cache is used only when the header is intact and names this file, read this way, with the same
-size, modification time and first and last MiB, and the ids' length, CRC-32 and range check out (a pass over
-the ids: about a second per GB); anything else is rebuilt. Nothing in it is executed: JSON and raw integers.
+size, modification time and first and last MiB, and the ids' length, CRC-32 and range check out (one pass over
+the ids); anything else is rebuilt. Nothing in it is executed: JSON and raw integers.
 
 A build writes a temporary file beside the cache, fsyncs and renames it, so a crash never leaves a torn cache,
 and takes a lock (``flock``) so that processes starting together on one machine encode the corpus once.
@@ -277,7 +277,7 @@ def load(path: Union[str, Path], encoding: str = "utf-8", keep_newlines: bool = 
         corpus differs from the one the cache was made from) or "damaged" (the cache file is not intact).
 
     Raises:
-      CorpusError: as `charrnn.data.read_text`, or the cache cannot be written.
+      CorpusError: as `charrnn.text.read_text`, or the cache cannot be written.
     """
     given = str(path)
     source = Path(os.path.abspath(path))

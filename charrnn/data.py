@@ -40,9 +40,9 @@ def bundled_corpus_path() -> Path:
     return cache
 
 
-# Corpora from this size on are encoded once to disk and memory-mapped. Reading a text into memory peaks at
-# about 35 bytes per character (the str, its code points, the int32 ids; benchmarks/corpus_memory.py),
-# so this bounds that path to a few hundred MB; the cache keeps memory flat whatever the size.
+# Corpora from this size on are encoded once to disk and memory-mapped. Reading a text into memory holds the str,
+# its code points and the int32 ids at once, tens of bytes per character (benchmarks/corpus_memory.py), so this
+# bounds that path to a few hundred MB; the cache keeps memory flat whatever the size.
 CACHE_MIN_BYTES = 16 << 20
 
 

@@ -116,6 +116,24 @@ def _rnn_backward(U, dh, drest, saved, prev, carry):
     return dh * (1.0 - h * h), None, ()
 
 
+# The RNN with φ = relu or the identity: φ' follows from h_t alone too (relu' = [h_t > 0], identity' = 1).
+def _relu_rnn_forward(U, carry, x_t, hu):
+    return (jnp.maximum(x_t + hu, 0.0),), ()
+
+
+def _relu_rnn_backward(U, dh, drest, saved, prev, carry):
+    (h,) = carry
+    return jnp.where(h > 0, dh, 0.0), None, ()
+
+
+def _identity_rnn_forward(U, carry, x_t, hu):
+    return (x_t + hu,), ()
+
+
+def _identity_rnn_backward(U, dh, drest, saved, prev, carry):
+    return dh, None, ()
+
+
 def _lstm_forward(U, carry, x_t, hu):
     _, c = carry
     act = _activate(x_t + hu, 3, c.shape[-1])  # f, i, o, g
@@ -192,6 +210,10 @@ _MATH = {
     # that da_t is written to.
     "rnn": _Math(1, _rnn_forward, _rnn_backward, _rnn_weight_grad,
                  pack=lambda carry, saved: (carry[0], ()), unpack=lambda slab, extras: (), overwrite=True),
+    "rnn-relu": _Math(1, _relu_rnn_forward, _relu_rnn_backward, _rnn_weight_grad,
+                      pack=lambda carry, saved: (carry[0], ()), unpack=lambda slab, extras: (), overwrite=True),
+    "rnn-identity": _Math(1, _identity_rnn_forward, _identity_rnn_backward, _rnn_weight_grad,
+                          pack=lambda carry, saved: (carry[0], ()), unpack=lambda slab, extras: (), overwrite=True),
     # The LSTM keeps f_t apart as well (an extra (B, H) per step), so that every read of the slab feeds da_t:
     # XLA copies the whole buffer in every iteration where a read of it does not lead to the in-place write.
     "lstm": _Math(4, _lstm_forward, _lstm_backward, _rnn_weight_grad,
@@ -531,7 +553,7 @@ def run_layers(
     if T == 0:  # nothing to run (e.g. sampling without a prime); the loops index their buffers, so skip them
         return carry, [jnp.zeros((0, B, H), c[0].dtype) for c in carry]
     if wavefront:
-        spec = _Spec(cell.name, L, T, unroll, rate)
+        spec = _Spec(cell.key, L, T, unroll, rate)
         xp0 = x if tokens is not None else cell.project_inputs(layers[0], x)
         Us = [p["U"] for p in layers]
         hs, final = _stack(spec, xp0, tokens, Us, [p["W"] for p in layers[1:]], [p["b"] for p in layers[1:]],
@@ -540,11 +562,11 @@ def run_layers(
     final, hs = [], []
     for l, p in enumerate(layers):
         if l == 0 and tokens is not None:
-            h, c = _layer(_LayerSpec(cell.name, T, unroll, True), tokens, x, None, p["U"], carry[l])
+            h, c = _layer(_LayerSpec(cell.key, T, unroll, True), tokens, x, None, p["U"], carry[l])
         else:
             if l > 0:
                 x = _drop(keeps[l - 1] if keeps else None, x, rate)
-            h, c = _layer(_LayerSpec(cell.name, T, unroll, False), x, p["W"], p["b"], p["U"], carry[l])
+            h, c = _layer(_LayerSpec(cell.key, T, unroll, False), x, p["W"], p["b"], p["U"], carry[l])
         final.append(c)
         hs.append(h)
         x = h

@@ -445,7 +445,7 @@ class Report:
     probes: list = dataclasses.field(default_factory=list)  # [charrnn.probes.Probe], per feature and layer
 
     def to_dict(self) -> dict:
-        """The documented JSON schema (see README, "inspect-cells")."""
+        """The documented JSON schema (docs/json.md, "inspect-cells")."""
         def finding(name, s: UnitScore):
             d = {"layer": s.unit.layer, "state": s.unit.state, "unit": s.unit.unit, "metric": s.metric,
                  "score": round(s.score, 6), "direction": s.direction, "support": s.support}

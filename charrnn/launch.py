@@ -3,8 +3,8 @@
 The command (`charrnn.cli.run`) first re-runs itself once with two settings in its environment, because both
 are read only when a program starts (glibc's) or when JAX starts (XLA's):
 
-- Huge pages for XLA's per-step buffers (`charrnn.memory.huge_pages_environment`): `train`, `sample` and
-  `inspect-cells`.
+- Huge pages for XLA's per-step buffers (`charrnn.memory.huge_pages_environment`): the commands that run a
+  model over many characters (`charrnn.cli.MODEL_COMMANDS`: train, sample, inspect-cells, explore, evaluate).
 - One XLA CPU device per core, for `train` (`cpu_devices_environment`). XLA:CPU runs the steps of a loop one
   after another on one core, and a recurrent layer is a loop, so with one device the other cores sit idle in
   it. With a device per core the batch is split between them (`charrnn.distributed.fit_placement`), and each

@@ -29,7 +29,7 @@ Carry = list  # one cells.Carry per layer
 
 def init(key: jax.Array, config: ModelConfig) -> Params:
     """Fresh parameters for `config` from the PRNG `key`."""
-    cell = cells.get(config.cell)
+    cell = cells.get(config.cell, config.activation)
     k_embed, k_head, *k_layers = jax.random.split(key, 2 + config.num_layers)
     H, V, E = config.hidden_size, config.vocab_size, config.embedding_size
     layers = [
@@ -48,7 +48,7 @@ def init(key: jax.Array, config: ModelConfig) -> Params:
 
 def initial_carry(config: ModelConfig, batch_size: int) -> Carry:
     """The zero state for every layer, each array (batch_size, H)."""
-    cell = cells.get(config.cell)
+    cell = cells.get(config.cell, config.activation)
     return [cell.initial_carry((batch_size,), config.hidden_size) for _ in range(config.num_layers)]
 
 
@@ -98,7 +98,7 @@ def run_layers(
       The final carry and, per layer, a dict of states each (T, B, H). The last layer's "h" is *after* the
       dropout that precedes the head.
     """
-    cell = cells.get(config.cell)
+    cell = cells.get(config.cell, config.activation)
     outputs = tuple(dict.fromkeys(("h", *outputs)))
     x = params["embedding"][tokens_tm]  # (T, B, E)
     if dropout_keep is None:
@@ -166,7 +166,7 @@ def step(params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry) -
 
     The same maths as `forward` (which runs layer by layer over a whole window); no dropout.
     """
-    cell = cells.get(config.cell)
+    cell = cells.get(config.cell, config.activation)
     x = params["embedding"][tokens]  # (B, E)
     new_carry = []
     for layer_params, layer_carry in zip(params["layers"], carry):

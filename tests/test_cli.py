@@ -482,3 +482,20 @@ def test_explore_refuses_what_is_not_a_checkpoint_with_one_line_and_no_page(tmp_
     assert_one_line_error(invoke("explore", fake, "--out", page), "is not a charrnn checkpoint")
     assert_one_line_error(invoke("explore", tmp_path / "none", "--out", page), "no such checkpoint")
     assert not page.exists()
+
+
+def test_a_relu_rnn_trains_samples_and_keeps_its_activation_in_the_checkpoint(tmp_path):
+    from charrnn import checkpoint
+
+    corpus, out = write_corpus(tmp_path / "corpus.txt"), tmp_path / "relu"
+    result = invoke("train", corpus, "--cell", "rnn", "--activation", "relu", *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert checkpoint.load(out).model.activation == "relu"
+    assert invoke("sample", out, "--length", "20", "--seed", "1").exit_code == 0
+
+
+def test_an_activation_for_a_cell_that_has_none_is_one_line(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_one_line_error(invoke("train", corpus, "--cell", "gru", "--activation", "identity", *TINY,
+                                 "--out", tmp_path / "x"), "--activation identity is for the vanilla RNN")
+    assert not (tmp_path / "x").exists()

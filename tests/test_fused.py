@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from charrnn import cells, fused, model
-from charrnn.config import ModelConfig
+from charrnn.config import ConfigError, ModelConfig
 
 KINDS = ["rnn", "lstm", "gru"]
 T, B, D, H = 7, 3, 4, 5  # T odd: the unroll=2 case has a remainder step
@@ -262,3 +262,44 @@ def test_float32_matches_plain_path(monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     states = jax.eval_shape(lambda: model.run_layers(params, config, inputs.T, carry, outputs=("h", "f"))[1])
     assert len(calls) == 1 and "f" in states[0]
+
+
+NUMPY_ACTIVATIONS = {"relu": lambda a: np.maximum(a, 0.0), "identity": lambda a: a}
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_the_rnn_with_another_activation_matches_numpy_and_its_gradients_the_plain_path(activation):
+    """--activation relu / identity: the fused RNN computes h_t = φ(W x_t + U h_{t-1} + b) as a NumPy loop does,
+    and its hand-written backward pass (φ' from h_t) gives the plain scan's gradients."""
+    config = ModelConfig(vocab_size=9, cell="rnn", hidden_size=H, num_layers=2, embedding_size=D,
+                         activation=activation)
+    phi = NUMPY_ACTIVATIONS[activation]
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(4)
+        params = random_like(model_shapes(config), rng, jnp.float64)
+        inputs, targets = (jnp.asarray(rng.integers(0, 9, (B, T)), jnp.int32) for _ in range(2))
+        carry = random_like(jax.eval_shape(lambda: model.initial_carry(config, B)), rng, jnp.float64)
+        _, states = model.run_layers(params, config, inputs.T, carry)
+        x = np.asarray(params["embedding"])[np.asarray(inputs).T]
+        for layer, p in enumerate(params["layers"]):
+            h, want = np.asarray(carry[layer][0]), []
+            for x_t in x:
+                h = phi(x_t @ np.asarray(p["W"]) + np.asarray(p["b"]) + h @ np.asarray(p["U"]))
+                want.append(h)
+            np.testing.assert_allclose(states[layer]["h"], np.stack(want), rtol=1e-12, atol=1e-12)
+            x = np.stack(want)
+
+        def grads(fast):
+            return jax.jit(jax.grad(lambda p: model.loss(p, config, inputs, targets, carry, fast=fast)[0]))(params)
+
+        for a, b in zip(jax.tree.leaves(grads(True)), jax.tree.leaves(grads(False))):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+def test_an_activation_is_the_rnns_alone():
+    with pytest.raises(ConfigError, match="--activation relu is for the vanilla RNN"):
+        ModelConfig(vocab_size=9, cell="lstm", activation="relu")
+    with pytest.raises(ConfigError, match="unknown activation 'sigmoid'"):
+        ModelConfig(vocab_size=9, cell="rnn", activation="sigmoid")
+    assert ModelConfig.from_dict({"vocab_size": 9, "cell": "rnn"}).activation == "tanh"  # a checkpoint from before
+    assert cells.get("rnn", "relu").key == "rnn-relu" and cells.get("gru").key == "gru"

@@ -19,6 +19,7 @@ from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_confi
               expose_value=False, help="Read options from this TOML file (keys as the option names: hidden_size = 512); the command line overrides it.")
 @click.argument("corpus", required=False, type=click.Path(path_type=Path))
 @click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell (equations in docs/model.md).")
+@click.option("--activation", type=click.Choice(["tanh", "relu", "identity"]), default="tanh", show_default=True, help="The vanilla RNN's activation (--cell rnn only).")
 @click.option("--hidden-size", type=int, default=256, show_default=True, help="Units per layer.")
 @click.option("--num-layers", type=int, default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--embedding-size", type=int, default=64, show_default=True, help="Character embedding size.")
