@@ -34,10 +34,9 @@ def evaluate(checkpoint_path, text_path, max_order, max_chars, as_json, html_pat
     (overall and by character class), n-gram baselines of order 1..20 trained on the run's training split,
     accuracy on closing brackets and quotes by distance to the opener, and what kinds of characters the
     network still gets wrong."""
-    from .. import checkpoint, evaluation, ngram, runs
+    from .. import checkpoint, evaluation, ngram
     from ..config import ConfigError
     from ..evaluation import EvaluationError
-    from ..inspection import encode_known, known_text
 
     if not 1 <= max_order <= ngram.MAX_ORDER:
         raise ConfigError(f"--max-order must be an n-gram order in 1..{ngram.MAX_ORDER}, got {max_order}")
@@ -49,27 +48,16 @@ def evaluate(checkpoint_path, text_path, max_order, max_chars, as_json, html_pat
         raise EvaluationError(f"{checkpoint_path} was trained with --test-fraction 0, so it has no test split; give "
                               f"TEXT, a file to evaluate on, or train a run that holds out a test split")
     train_ids, warnings = _training_split(ckpt)  # first: without the corpus no TEXT helps
-    text, source = runs.text_to_read(ckpt, text_path, max_chars=max_chars, split="test")
-    try:
-        kept, _, skipped = known_text(ckpt.vocab, text)
-    except ValueError as e:
-        raise EvaluationError(f"{source['path']}: {e}; give a text in the model's alphabet") from None
-    warnings = ([source["warning"]] if "warning" in source else []) + warnings
-    ids = encode_known(ckpt.vocab, kept)
-    show = not quiet
-    for warning in warnings + ([_skipped_warning(skipped)] if skipped else []):
+    ids, text_info, more_warnings = _text_ids(ckpt, text_path, max_chars)
+    for warning in more_warnings + warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
-    if show:
+    if not quiet:
         err.print(f"Evaluating a {ckpt.model.num_layers}×{ckpt.model.hidden_size} {ckpt.model.cell.upper()} on "
-                  f"{len(ids):,} characters of {escape(source['source'])}, against n-gram models of order 1..{max_order} "
-                  f"trained on {len(train_ids):,} characters ...")
-    batch_size = int(ckpt.state.get("batch_size", ckpt.train.batch_size))
-    seq_length = int(ckpt.state.get("seq_length", ckpt.train.seq_length))
+                  f"{len(ids):,} characters of {escape(text_info['source'])}, against n-gram models of order "
+                  f"1..{max_order} trained on {len(train_ids):,} characters ...")
     report = evaluation.evaluate(checkpoint.load_params(ckpt), ckpt.model, ckpt.vocab, train_ids, ids,
-                                 batch_size=batch_size, seq_length=seq_length, max_order=max_order)
-    text_info = {**source, "chars": len(ids), "skipped_chars": len(text) - len(kept), "batch_size": batch_size,
-                 "seq_length": seq_length}
-    text_info.pop("warning", None)
+                                 batch_size=text_info["batch_size"], seq_length=text_info["seq_length"],
+                                 max_order=max_order)
     report = dataclasses.replace(report, text=text_info, checkpoint={
         "path": str(checkpoint.resolve(checkpoint_path)), "step": ckpt.state.get("step")})
     d = report.to_dict()
@@ -82,13 +70,36 @@ def evaluate(checkpoint_path, text_path, max_order, max_chars, as_json, html_pat
 
         write_page(html_path, html.evaluation_page(d))
     # The run's test loss, for `charrnn report`: only the whole test split of a run directory counts.
-    if Path(checkpoint_path).is_dir() and text_path is None and "truncated_from" not in source and not skipped:
+    whole = "truncated_from" not in text_info and not text_info["skipped_chars"]
+    if Path(checkpoint_path).is_dir() and text_path is None and whole:
         from ..files import write_atomic
 
         where = Path(checkpoint_path) / evaluation.RUN_FILE
         write_atomic(where, (json.dumps(d, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-        if show:
+        if not quiet:
             err.print(f"Test loss kept in {escape(str(where))}")
+
+
+def _text_ids(ckpt, text_path, max_chars) -> tuple:
+    """(ids (N,) of the text to evaluate, its "text" entry of the report, warnings): TEXT or the run's test split,
+    the characters the model does not know skipped (at least 2 it knows, or EvaluationError)."""
+    from .. import runs
+    from ..evaluation import EvaluationError
+    from ..inspection import encode_known, known_text
+
+    text, source = runs.text_to_read(ckpt, text_path, max_chars=max_chars, split="test")
+    try:
+        kept, _, skipped = known_text(ckpt.vocab, text)
+    except ValueError as e:
+        raise EvaluationError(f"{source['path']}: {e}; give a text in the model's alphabet") from None
+    warnings = [source.pop("warning")] if "warning" in source else []
+    if skipped:
+        warnings.append(_skipped_warning(skipped))
+    ids = encode_known(ckpt.vocab, kept)
+    # How the network reads it: as the run's validation did (an old checkpoint without them: its settings).
+    reading = {"batch_size": int(ckpt.state.get("batch_size", ckpt.train.batch_size)),
+               "seq_length": int(ckpt.state.get("seq_length", ckpt.train.seq_length))}
+    return ids, {**source, "chars": len(ids), "skipped_chars": len(text) - len(kept), **reading}, warnings
 
 
 def _training_split(ckpt) -> tuple:
