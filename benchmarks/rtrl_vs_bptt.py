@@ -214,6 +214,8 @@ def main() -> None:
         "setup": {"batch": 1, "layers": 1, "vocab": VOCAB, "embedding": EMBEDDING, "dtype": "float32",
                   "window_sweep_hidden": args.hidden, "size_sweep_window": args.window},
         "machine": {"platform": platform.platform(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).resolve().parent).stdout.strip(),
         "by_window": by_window,
         "by_hidden": by_size,
         "crossings": {f"{quantity} {method} vs rtrl by {along}": crossings(rows, key, along, method)

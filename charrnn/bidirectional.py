@@ -18,8 +18,8 @@ sampled, because generating char_{t+1} would need h'_t, which needs char_{t+1}. 
 tasks where the whole sequence is given before any output is wanted: tagging each position, or, here, probing
 how much of a feature of the text is decidable with the future in view (see docs/bidirectional.md).
 
-The simple RNN's activation φ is a choice here (``activation="tanh" | "relu" | "identity"`` or any callable);
-the LSTM and GRU have their fixed nonlinearities and accept only the default. `notes_rnn` takes the weights
+The simple RNN's activation φ is a choice (``activation="tanh" | "relu" | "identity"``, as `charrnn.cells`
+offers them, or any elementwise callable); the LSTM and GRU have fixed nonlinearities and accept only tanh. `notes_rnn` takes the weights
 in the lecture notes' notation, ``h_t = φ(U x_t + W h_{t-1} + b)`` (there U multiplies the input and W the
 previous state, the reverse of the letters in `charrnn.cells`), with outputs ``y_t = V_A h_t + V_A' h'_t``,
 which is SPEC.md's exercise.
@@ -36,13 +36,6 @@ from . import cells
 
 Params = dict  # {"forward": cell params, "backward": cell params}
 Activation = Union[str, Callable[[jax.Array], jax.Array]]
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "tanh": jnp.tanh,
-    "relu": jax.nn.relu,
-    "identity": lambda a: a,
-}
-
 
 class Bidirectional(NamedTuple):
     """A bidirectional layer's per-step output and final carries.
@@ -66,22 +59,17 @@ def concat(out: Bidirectional) -> jax.Array:
 
 
 def cell_for(kind: str, activation: Activation = "tanh") -> cells.Cell:
-    """The `charrnn.cells` cell `kind`; for the simple RNN, with the activation φ (name or callable).
+    """The `charrnn.cells` cell `kind`; for the simple RNN, with the activation φ: a name of
+    `cells.ACTIVATIONS` ("tanh", "relu", "identity") or any elementwise callable.
 
     Raises:
-      ValueError: an unknown activation name, or an activation other than tanh for the LSTM or GRU.
+      ValueError: an unknown kind or activation name, or an activation other than tanh for the LSTM or GRU.
     """
-    cell = cells.get(kind)
     if isinstance(activation, str):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-        if activation == "tanh":
-            return cell
-        phi = ACTIVATIONS[activation]
-    else:
-        phi = activation
+        return cells.get(kind, activation)
     if kind != "rnn":
-        raise ValueError(f"the {kind} has fixed nonlinearities; an activation applies to the rnn only")
+        raise ValueError(f"the {kind.upper()} has no activation to choose; an activation is for the rnn")
+    phi = activation
 
     def step(params: cells.Params, carry: cells.Carry, x_proj: jax.Array, edit: cells.Edit = None):
         (h,) = carry
@@ -90,7 +78,7 @@ def cell_for(kind: str, activation: Activation = "tanh") -> cells.Cell:
             h = edit("h", h)
         return (h,), {"h": h}
 
-    return cell._replace(step=step)
+    return cells.get("rnn")._replace(step=step, activation="custom")
 
 
 def init(key: jax.Array, kind: str, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:

@@ -13,7 +13,8 @@ same window, from the same state, it is BPTT's gradient, exactly (the tests chec
 
 The model is `charrnn.model`'s: embedding -> stacked cells -> linear head -> softmax cross-entropy, the same
 parameter pytree (`model.init`), the same carry (`model.initial_carry`) and the same loss (`model.loss`: the
-mean over the batch and the window, in nats per character). Dropout is not supported (the gradient is that of
+mean over the batch and the window, in nats per character), with the RNN's activation of the config. Dropout is
+not supported (the gradient is that of
 the deterministic model). θ here is the embedding and the layers' weights, flattened with `ravel_pytree` in that
 order; the head does not act on the state, so it has no sensitivity and gets its gradient directly.
 
@@ -136,7 +137,7 @@ def rtrl_gradient(
     """
     if config.dropout:
         raise ValueError("RTRL computes the gradient of the model without dropout: set dropout to 0")
-    cell = cells.get(config.cell)
+    cell = cells.get(config.cell, config.activation)
     recurrent, head = _split(params)
     theta, unravel = ravel_pytree(recurrent)
     S, hs = state_size(config), _h_slice(config)

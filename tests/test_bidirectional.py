@@ -45,6 +45,13 @@ def test_the_exercise_with_a_batch_and_matrix_outputs():
 def test_tanh_changes_the_exercise():
     out = bidirectional.notes_rnn(U_A, W_A, V_A, U_B, W_B, V_B, XS, activation="tanh")
     np.testing.assert_allclose(np.asarray(out.h)[0], np.tanh([1, 1]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.h_back)[1], np.tanh([-1, 1]), rtol=1e-6)
+
+
+def test_an_activation_may_be_a_callable():
+    out = bidirectional.notes_rnn(U_A, W_A, V_A, U_B, W_B, V_B, XS, activation=lambda a: 2 * a)
+    # h_1 = 2 U_A x_1 = [2, 2]; h_2 = 2 (U_A x_2 + W_A h_1) = 2 ([1, 2] + [2, 10]) = [6, 24]
+    np.testing.assert_array_equal(np.asarray(out.h), [[2, 2], [6, 24]])
 
 
 # --- every cell kind against a plain NumPy loop ---------------------------------------------------------------
@@ -131,8 +138,10 @@ def test_the_directions_have_their_own_parameters():
 
 
 def test_activations_other_than_tanh_are_for_the_rnn_only():
-    with pytest.raises(ValueError, match="rnn only"):
+    with pytest.raises(ValueError, match="no activation"):
         bidirectional.cell_for("lstm", "relu")
+    with pytest.raises(ValueError, match="no activation"):
+        bidirectional.cell_for("gru", jax.nn.relu)
     with pytest.raises(ValueError, match="unknown activation"):
         bidirectional.cell_for("rnn", "sigmoid")
     assert bidirectional.cell_for("lstm") is cells.LSTM

@@ -10,12 +10,14 @@ from charrnn import cells, model, rtrl
 from charrnn.config import ModelConfig
 
 CASES = [(kind, layers) for kind in ("rnn", "lstm", "gru") for layers in (1, 2)]
+ACTIVATION_CASES = [("rnn", 2, "relu"), ("rnn", 1, "identity")]
 B, T, V, H, E = 2, 5, 5, 3, 2
 TOL = 1e-10
 
 
-def config_for(kind, layers):
-    return ModelConfig(vocab_size=V, cell=kind, hidden_size=H, num_layers=layers, embedding_size=E)
+def config_for(kind, layers, activation="tanh"):
+    return ModelConfig(vocab_size=V, cell=kind, hidden_size=H, num_layers=layers, embedding_size=E,
+                       activation=activation)
 
 
 def float64_params(config, seed=0):
@@ -35,7 +37,7 @@ def zero_carry(config):
 def bptt_loss(params, config, tokens, targets, carry, first=0):
     """The reference: embedding -> one plain lax.scan of the cell's step per layer -> head -> cross-entropy,
     averaged over the positions from `first` on (to take the part of a longer window's loss)."""
-    cell = cells.get(config.cell)
+    cell = cells.get(config.cell, config.activation)
     x = params["embedding"][tokens.T]  # (T, B, E)
     for layer_params, layer_carry in zip(params["layers"], carry):
         def body(c, x_t, p=layer_params):
@@ -61,9 +63,9 @@ def max_abs_difference(a, b):
     return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("kind,layers", CASES)
-def test_rtrl_over_a_window_is_bptt(kind, layers):
-    config = config_for(kind, layers)
+@pytest.mark.parametrize("kind,layers,activation", [(k, n, "tanh") for k, n in CASES] + ACTIVATION_CASES)
+def test_rtrl_over_a_window_is_bptt(kind, layers, activation):
+    config = config_for(kind, layers, activation)
     with jax.enable_x64(True):
         params = float64_params(config)
         tokens, targets = tokens_and_targets(T)
