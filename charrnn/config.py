@@ -10,6 +10,8 @@ from typing import Any, Optional
 CELL_KINDS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("tanh", "relu", "identity")  # the vanilla RNN's φ (as Keras' SimpleRNN); see cells.ACTIVATIONS
 OPTIMIZERS = ("adam", "rmsprop")
+GRADIENTS = ("bptt", "rtrl")
+STATE_RESETS = ("epoch", "never")
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,14 @@ class TrainConfig(DictRoundTrip):
     val_fraction: float = 0.05  # contiguous splits: train, then validation, then test
     test_fraction: float = 0.05
     seed: int = 0  # same seed, same machine: bit-identical run
+    gradient: str = "bptt"  # bptt (truncated, backward) or rtrl (exact, forward in time: small networks only)
+    state_reset: str = "epoch"  # epoch: every stream starts from the zero state each epoch; never: continuous
+    update_every: Optional[int] = None  # rtrl: characters per weight update (default: seq_length)
+
+    @property
+    def window(self) -> int:
+        """Characters per step: `update_every` for RTRL when given, else `seq_length`."""
+        return self.update_every if self.gradient == "rtrl" and self.update_every else self.seq_length
 
     def __post_init__(self):
         if self.sample_every < 0:
@@ -100,6 +110,15 @@ class TrainConfig(DictRoundTrip):
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
+        if self.gradient not in GRADIENTS:
+            raise ConfigError(f"unknown gradient {self.gradient!r}: choose one of {', '.join(GRADIENTS)}")
+        if self.state_reset not in STATE_RESETS:
+            raise ConfigError(f"unknown state reset {self.state_reset!r}: choose one of {', '.join(STATE_RESETS)}")
+        if self.update_every is not None and self.gradient != "rtrl":
+            raise ConfigError("--update-every is for --gradient rtrl; with BPTT the weights update every "
+                              "--seq-length characters")
+        if self.update_every is not None and self.update_every < 1:
+            raise ConfigError(f"update-every must be at least 1, got {self.update_every}")
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 0.5), got {getattr(self, name)}")

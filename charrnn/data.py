@@ -316,7 +316,7 @@ def plan(num_train: int, config: TrainConfig, devices: int = 1) -> tuple[Layout,
       CorpusError: the training split is too short to give every device a stream.
     """
     check_batch(config.batch_size, devices)
-    B, T, warnings = fit_window(num_train, config.batch_size, config.seq_length, multiple=devices)
+    B, T, warnings = fit_window(num_train, config.batch_size, config.window, multiple=devices)
     steps_per_epoch = ((num_train - 1) // B) // T
     limits = []
     if config.max_steps is not None:

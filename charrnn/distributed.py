@@ -334,7 +334,7 @@ def fit_placement(given: Placement, num_train: int, config: TrainConfig) -> Plac
     (`charrnn.launch`), so a batch that does not split over the cores still trains, on fewer of them."""
     if given.asked or given.num_processes > 1 or given.devices == 1:
         return given
-    batch_size = data.fit_window(num_train, config.batch_size, config.seq_length)[0]
+    batch_size = data.fit_window(num_train, config.batch_size, config.window)[0]
     devices = max(d for d in range(1, given.devices + 1) if batch_size % d == 0)
     return given if devices == given.devices else placement(devices)
 

@@ -108,12 +108,56 @@ def prepare(
     # Too short, or a batch that does not split over the devices? Say so before writing anything.
     splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
     num_train = splits.train[1] - splits.train[0]
-    placement = distributed.fit_placement(placement or distributed.placement(), num_train, config)
-    data.plan(num_train, config, placement.devices)
+    placement = placement or distributed.placement()
+    if config.gradient == "rtrl":
+        placement = rtrl_placement(placement)
+    placement = distributed.fit_placement(placement, num_train, config)
+    layout, _ = data.plan(num_train, config, placement.devices)
+    if config.gradient == "rtrl":
+        check_rtrl(model_config, layout.batch_size)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
     return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement)
+
+
+# RTRL's work per character of the whole batch, above which `charrnn train --gradient rtrl` refuses to start: at
+# the few GFLOP/s its many small products reach on a CPU core, that is already tens of milliseconds a character.
+MAX_RTRL_FLOPS_PER_CHARACTER = 2e8
+
+
+def rtrl_placement(placement: distributed.Placement) -> distributed.Placement:
+    """RTRL runs on one device of one process: `placement` if it has one, one device if none was asked for.
+
+    Raises:
+      ConfigError: several devices were asked for, or several processes take part.
+    """
+    if placement.num_processes > 1 or (placement.asked and placement.devices > 1):
+        what = f"{placement.num_processes} processes" if placement.num_processes > 1 else f"--devices {placement.devices}"
+        raise ConfigError(f"--gradient rtrl runs on one device (its sensitivities are not split over devices); "
+                          f"drop {what}, or use --gradient bptt")
+    return placement if placement.devices == 1 else distributed.placement(1)
+
+
+def check_rtrl(model_config: ModelConfig, batch_size: int) -> None:
+    """Refuses an RTRL run that would be too slow, saying what it would cost and what to change.
+
+    Raises:
+      ConfigError: dropout (RTRL computes the deterministic model's gradient), or more than
+        `MAX_RTRL_FLOPS_PER_CHARACTER` of work per character of the batch.
+    """
+    from . import rtrl
+
+    if model_config.dropout > 0:
+        raise ConfigError("--gradient rtrl computes the gradient of the model without dropout; drop --dropout")
+    cost = rtrl.cost(model_config)
+    flops = cost.flops_per_character * batch_size
+    if flops > MAX_RTRL_FLOPS_PER_CHARACTER:
+        raise ConfigError(
+            f"--gradient rtrl with this model would cost {flops:.2g} flops per character ({batch_size} stream(s) of "
+            f"{cost.sensitivity_floats:,} sensitivities, O(H² · parameters) work each; at most "
+            f"{MAX_RTRL_FLOPS_PER_CHARACTER:.0g} allowed); use a smaller --hidden-size, --num-layers, "
+            f"--embedding-size or --batch-size, or --gradient bptt")
 
 
 def resumed_config(ckpt: checkpoint.Checkpoint, options: dict[str, Any], given: set[str]) -> TrainConfig:

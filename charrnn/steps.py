@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from . import checkpoint, data, distributed, model
+from . import checkpoint, data, distributed, model, rtrl
 from .config import ModelConfig, TrainConfig
 from .text import Corpus
 
@@ -34,6 +34,7 @@ class TrainState(NamedTuple):
       carry: hidden state carried from window to window, per layer, each (B, H).
       step: windows consumed so far (int32 scalar); epoch = step // steps_per_epoch.
       bad_steps: consecutive steps skipped for a non-finite loss or gradient (int32 scalar).
+      sensitivities: with ``gradient="rtrl"``, ∂carry/∂θ of the carry (B, S, N) (`charrnn.rtrl`); else None.
     """
 
     params: Any
@@ -41,18 +42,21 @@ class TrainState(NamedTuple):
     carry: Any
     step: jax.Array
     bad_steps: jax.Array
+    sensitivities: Any = None
 
 
 def init_state(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
                batch_size: Optional[int] = None) -> TrainState:
-    """A fresh state: parameters from `config.seed`, zero carry, step 0."""
+    """A fresh state: parameters from `config.seed`, zero carry (and zero sensitivities for RTRL), step 0."""
     params = model.init(jax.random.fold_in(jax.random.key(config.seed), 0), model_config)
+    B = batch_size or config.batch_size
     return TrainState(
         params=params,
         opt_state=optimizer.init(params),
-        carry=model.initial_carry(model_config, batch_size or config.batch_size),
+        carry=model.initial_carry(model_config, B),
         step=jnp.zeros((), jnp.int32),
         bad_steps=jnp.zeros((), jnp.int32),
+        sensitivities=rtrl.init_sensitivities(params, model_config, B) if config.gradient == "rtrl" else None,
     )
 
 
@@ -101,41 +105,60 @@ def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
     gradients = _gradients(model_config, placement, fast)
 
     def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
-        carry = jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), state.carry)
-        carry = jax.lax.stop_gradient(carry)
+        carry = jax.lax.stop_gradient(_reset(config, window, state.carry))
         dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout > 0 else None
         # The masks of the whole batch, drawn as one device would draw them: any number of devices takes the
         # same steps (each is handed its rows of them).
         keep = model.dropout_masks(dropout_key, model_config, x.shape[1], x.shape[0])
         loss, new_carry, grads = gradients(state.params, x, y, carry, keep)
-        grad_norm = optax.tree.norm(grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        # A non-finite loss, gradient or update (e.g. from an absurd learning rate) changes nothing.
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
-        new_state = TrainState(
-            params=_select(ok, params, state.params),
-            opt_state=_select(ok, opt_state, state.opt_state),
-            carry=_select(ok, new_carry, carry),
-            step=state.step + 1,
-            bad_steps=jnp.where(ok, 0, state.bad_steps + 1),
-        )
-        return new_state, {"loss": loss, "grad_norm": grad_norm, "ok": ok}
+        return _update(optimizer, state, loss, grads, state._replace(carry=carry), state._replace(carry=new_carry))
 
     return body
 
 
-def state_shardings(placement: distributed.Placement) -> TrainState:
-    """Where each part of the state lives: the carry split by rows (streams), everything else replicated."""
+def _reset(config: TrainConfig, window: jax.Array, tree: Any) -> Any:
+    """`tree` (a carry, or its sensitivities) zeroed at the first window of an epoch, unless the state is never
+    reset (``state_reset="never"``: continuous training)."""
+    if config.state_reset == "never":
+        return tree
+    return jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), tree)
+
+
+def _update(optimizer: optax.GradientTransformation, state: TrainState, loss: jax.Array, grads: Any,
+            before: TrainState, after: TrainState) -> tuple[TrainState, dict]:
+    """Applies `grads` to `state`'s parameters; the state carried on is `after` (carry and sensitivities) unless
+    the loss, gradient or update is not finite (e.g. from an absurd learning rate): then nothing changes but the
+    step and `bad_steps` counters, and the carry stays `before`'s."""
+    grad_norm = optax.tree.norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+    new_state = TrainState(
+        params=_select(ok, params, state.params),
+        opt_state=_select(ok, opt_state, state.opt_state),
+        carry=_select(ok, after.carry, before.carry),
+        step=state.step + 1,
+        bad_steps=jnp.where(ok, 0, state.bad_steps + 1),
+        sensitivities=_select(ok, after.sensitivities, before.sensitivities),
+    )
+    return new_state, {"loss": loss, "grad_norm": grad_norm, "ok": ok}
+
+
+def state_shardings(placement: distributed.Placement, sensitivities: bool = False) -> TrainState:
+    """Where each part of the state lives: the carry (and any sensitivities) split by rows (streams), everything
+    else replicated."""
     return TrainState(params=placement.replicated, opt_state=placement.replicated, carry=placement.batch,
-                      step=placement.replicated, bad_steps=placement.replicated)
+                      step=placement.replicated, bad_steps=placement.replicated,
+                      sensitivities=placement.batch if sensitivities else None)
 
 
-def _jit_step(step: Callable, placement: Optional[distributed.Placement], data_shardings: tuple) -> Callable:
+def _jit_step(step: Callable, placement: Optional[distributed.Placement], data_shardings: tuple,
+              sensitivities: bool = False) -> Callable:
     if placement is None:
         return jax.jit(step, donate_argnums=0)
-    return jax.jit(step, donate_argnums=0, in_shardings=(state_shardings(placement), *data_shardings),
-                   out_shardings=(state_shardings(placement), placement.replicated))
+    shardings = state_shardings(placement, sensitivities)
+    return jax.jit(step, donate_argnums=0, in_shardings=(shardings, *data_shardings),
+                   out_shardings=(shardings, placement.replicated))
 
 
 def make_train_step(
@@ -196,6 +219,35 @@ def make_window_step(
     return _jit_step(step, placement, () if placement is None else (placement.batch,))
 
 
+def make_rtrl_step(
+    model_config: ModelConfig,
+    config: TrainConfig,
+    optimizer: optax.GradientTransformation,
+    steps_per_epoch: int,
+    placement: Optional[distributed.Placement] = None,
+) -> Callable:
+    """The training step with real-time recurrent learning (`charrnn.rtrl`), fed as `make_window_step`:
+    ``step(state, window) -> (state, metrics)``, `state.sensitivities` carried with the carry.
+
+    The gradient of each window's loss is exact through the whole history since the state was last reset (at
+    each epoch's first window, or never with ``state_reset="never"``): nothing is truncated. The weights are
+    updated after each window (every `config.window` characters). One device only (`placement` of one device,
+    or None); no dropout.
+    """
+
+    def step(state: TrainState, window: jax.Array):
+        x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
+        w = state.step % steps_per_epoch
+        before = state._replace(carry=_reset(config, w, state.carry),
+                                sensitivities=_reset(config, w, state.sensitivities))
+        loss, grads, carry, sensitivities = rtrl.rtrl_gradient(state.params, model_config, x, y, before.carry,
+                                                               before.sensitivities)
+        after = before._replace(carry=carry, sensitivities=sensitivities)
+        return _update(optimizer, state, loss, grads, before, after)
+
+    return _jit_step(step, placement, () if placement is None else (placement.batch,), sensitivities=True)
+
+
 # --- to and from a checkpoint ---------------------------------------------------------------------------------
 
 
@@ -206,6 +258,7 @@ def to_checkpoint(state: TrainState, corpus: Corpus, splits: data.Splits, model_
         **checkpoint.flatten("params", state.params),
         **checkpoint.flatten("opt_state", state.opt_state),
         **checkpoint.flatten("carry", state.carry),
+        **({} if state.sensitivities is None else checkpoint.flatten("sensitivities", state.sensitivities)),
     }
     # The config as asked for; the layout actually used (a tiny corpus shrinks it) goes in the state, and a
     # resumed run recomputes the same layout from the same corpus.
@@ -220,12 +273,14 @@ def to_checkpoint(state: TrainState, corpus: Corpus, splits: data.Splits, model_
 
 def restore_state(ckpt: checkpoint.Checkpoint, model_config: ModelConfig, config: TrainConfig,
                   optimizer: optax.GradientTransformation, batch_size: int) -> TrainState:
-    """The `TrainState` saved in `ckpt` (parameters, optimizer state, carried state, step)."""
+    """The `TrainState` saved in `ckpt` (parameters, optimizer state, carried state and its sensitivities, step)."""
     template = jax.eval_shape(lambda: init_state(model_config, config, optimizer, batch_size))
+    restored = lambda prefix, like: jax.tree.map(jnp.asarray, ckpt.tree(prefix, like))
     return TrainState(
-        params=jax.tree.map(jnp.asarray, ckpt.tree("params", template.params)),
-        opt_state=jax.tree.map(jnp.asarray, ckpt.tree("opt_state", template.opt_state)),
-        carry=jax.tree.map(jnp.asarray, ckpt.tree("carry", template.carry)),
+        params=restored("params", template.params),
+        opt_state=restored("opt_state", template.opt_state),
+        carry=restored("carry", template.carry),
         step=jnp.asarray(ckpt.state["step"], jnp.int32),
         bad_steps=jnp.zeros((), jnp.int32),
+        sensitivities=None if template.sensitivities is None else restored("sensitivities", template.sensitivities),
     )

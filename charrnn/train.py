@@ -128,7 +128,7 @@ class Trainer:
         else:
             state = steps.init_state(self.model_config, self.config, self.optimizer, B)
             self.history, self.best, self.start_step, self.elapsed_before = [], None, 0, 0.0
-        self.state = self.placement.put(state, steps.state_shardings(self.placement))
+        self.state = self.placement.put(state, steps.state_shardings(self.placement, state.sensitivities is not None))
         self.step = self.start_step
         self.resumed = resume is not None
 
@@ -151,8 +151,9 @@ class Trainer:
         self.windows = data.TrainWindows(self.train_ids, B, T, rows=p.local_rows(B), dtype=dtype)
         t0 = time.perf_counter()
         window_shape = jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=p.batch)
-        self.step_fn = steps.make_window_step(self.model_config, self.config, self.optimizer,
-                                              self.layout.steps_per_epoch, p).lower(self.state, window_shape).compile()
+        make_step = steps.make_rtrl_step if self.config.gradient == "rtrl" else steps.make_window_step
+        self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.steps_per_epoch,
+                                 p).lower(self.state, window_shape).compile()
         self.validator = (Validator(self.val_ids, self.model_config, B, T, p, self.state.params)
                           if len(self.val_ids) >= data.MIN_SPLIT else None)
         return time.perf_counter() - t0
@@ -254,7 +255,7 @@ class Trainer:
         not finite is never written (`not_finite` is set instead)."""
         p = self.placement
         # Gathered to every host (a collective with several processes), so all of them decide alike.
-        host = p.to_host((self.state.params, self.state.opt_state, self.state.carry))
+        host = p.to_host((self.state.params, self.state.opt_state, self.state.carry, self.state.sensitivities))
         if not all(np.isfinite(a).all() for a in jax.tree.leaves(host)):
             self.not_finite = True
             return
@@ -289,10 +290,11 @@ class Trainer:
             raise failure
 
     def _write(self, host_state: tuple, val_nats: float, is_best: bool) -> Optional[Exception]:
-        params, opt_state, carry = host_state
+        params, opt_state, carry, sensitivities = host_state
         info = {"best_val_nats": self.best, "val_nats": val_nats, "epoch": self.step / self.layout.steps_per_epoch,
                 "devices": self.placement.devices, "processes": self.placement.num_processes}
-        saved = steps.TrainState(params, opt_state, carry, np.asarray(self.step, np.int32), np.zeros((), np.int32))
+        saved = steps.TrainState(params, opt_state, carry, np.asarray(self.step, np.int32), np.zeros((), np.int32),
+                                 sensitivities)
         blob = checkpoint.to_bytes(steps.to_checkpoint(saved, self.corpus, self.splits, self.model_config,
                                                        self.config, self.layout, info, self.history))
         # Best first: a crash between the two files leaves latest behind best, never a best model lost for good.

@@ -499,3 +499,41 @@ def test_an_activation_for_a_cell_that_has_none_is_one_line(tmp_path):
     assert_one_line_error(invoke("train", corpus, "--cell", "gru", "--activation", "identity", *TINY,
                                  "--out", tmp_path / "x"), "--activation identity is for the vanilla RNN")
     assert not (tmp_path / "x").exists()
+
+
+RTRL = ["--cell", "rnn", "--hidden-size", "8", "--num-layers", "1", "--embedding-size", "4", "--batch-size", "1",
+        "--gradient", "rtrl", "--state-reset", "never", "--update-every", "10", "--eval-every", "10",
+        "--sample-every", "0", "--val-fraction", "0.02", "--test-fraction", "0.02"]
+
+
+def test_continuous_rtrl_training_resumes_to_the_same_parameters(tmp_path):
+    """`--gradient rtrl --state-reset never`: the sensitivities are saved with the carry, so 10 + 10 steps end
+    where 20 steps do."""
+    from charrnn import checkpoint
+
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert invoke("train", corpus, *RTRL, "--max-steps", "20", "--out", tmp_path / "whole").exit_code == 0
+    assert invoke("train", corpus, *RTRL, "--max-steps", "10", "--out", tmp_path / "half").exit_code == 0
+    assert "sensitivities" in checkpoint.load(tmp_path / "half", prefer=checkpoint.LATEST).arrays
+    resumed = invoke("train", "--resume", tmp_path / "half", "--max-steps", "20")
+    assert resumed.exit_code == 0, resumed.output
+    whole, half = (checkpoint.load(tmp_path / d, prefer=checkpoint.LATEST) for d in ("whole", "half"))
+    for name, array in whole.arrays.items():
+        np.testing.assert_array_equal(array, half.arrays[name], err_msg=name)
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--hidden-size", "256", "--num-layers", "2"], ["flops per character", "--hidden-size", "--gradient bptt"]),
+    (["--devices", "2"], ["runs on one device", "drop --devices 2"]),
+    (["--dropout", "0.2"], ["without dropout"]),
+])
+def test_rtrl_refuses_what_it_cannot_do_in_one_line(tmp_path, extra, fragments):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_one_line_error(invoke("train", corpus, *RTRL, *extra, "--out", tmp_path / "x"), *fragments)
+    assert not (tmp_path / "x").exists()
+
+
+def test_update_every_is_for_rtrl_only(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_one_line_error(invoke("train", corpus, *TINY, "--update-every", "5", "--out", tmp_path / "x"),
+                          "--update-every is for --gradient rtrl")

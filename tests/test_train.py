@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from charrnn import checkpoint, data, distributed, model, optim, runlog, sample, steps, train, validation
+from charrnn import checkpoint, data, distributed, model, optim, rtrl, runlog, sample, steps, train, validation
 from charrnn.config import ModelConfig, TrainConfig
 
 TINY = ModelConfig(vocab_size=6, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
@@ -269,3 +269,66 @@ def test_a_placement_asked_for_or_over_several_processes_stays_as_it_is(monkeypa
     config = TrainConfig(batch_size=50, seq_length=10)
     for given in (_Devices(True, 1, 4), _Devices(False, 2, 4)):  # --devices 4 then fails with what would work
         assert distributed.fit_placement(given, 10_000, config) is given
+
+
+# --- continuous training and RTRL --------------------------------------------------------------------------------
+
+
+def text_streams(B, L, vocab=6, seed=0):
+    """B streams of L + 1 random ids: inputs (B, L), targets (the inputs shifted by one), and window j of T
+    (B, T + 1) as training reads it."""
+    ids = np.random.default_rng(seed).integers(0, vocab, (B, L + 1)).astype(np.int32)
+    return jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:]), lambda T, j: ids[:, j * T:(j + 1) * T + 1]
+
+
+@pytest.mark.parametrize("reset", ["epoch", "never"])
+def test_the_state_is_reset_each_epoch_or_never(reset):
+    """With one window per epoch, every step starts an epoch: "epoch" starts it from the zero state, "never"
+    (continuous training) from where the last one ended — the losses of a plain loop over the text either way."""
+    B, T = 2, 4
+    inputs, targets, window_of = text_streams(B, 3 * T, seed=2)
+    config = TrainConfig(batch_size=B, seq_length=T, state_reset=reset)
+    frozen = optax.sgd(0.0)
+    state = steps.init_state(TINY, config, frozen, B)
+    step = steps.make_window_step(TINY, config, frozen, steps_per_epoch=1)
+    carry, params = model.initial_carry(TINY, B), jax.tree.map(jnp.copy, state.params)
+    for j in range(3):
+        state, metrics = step(state, window_of(T, j))
+        if reset == "epoch":
+            carry = model.initial_carry(TINY, B)
+        want, carry = model.loss(params, TINY, inputs[:, j * T:(j + 1) * T], targets[:, j * T:(j + 1) * T], carry)
+        np.testing.assert_allclose(float(metrics["loss"]), float(want), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_an_rtrl_step_applies_bptts_gradient_and_carries_the_history(kind):
+    """`--gradient rtrl`: the first window's update is BPTT's (jax.grad of the plain scan's loss); with the state
+    never reset and no update between, the second window's gradient flows back through the first window too,
+    as BPTT's over the two windows' text does."""
+    mc = ModelConfig(vocab_size=6, cell=kind, hidden_size=4, num_layers=1, embedding_size=3)
+    B, T = 2, 5
+    inputs, targets, window_of = text_streams(B, 2 * T, seed=3)
+    config = TrainConfig(batch_size=B, seq_length=T, gradient="rtrl", state_reset="never")
+    sgd = optax.sgd(1.0)
+    state = steps.init_state(mc, config, sgd, B)
+    params = jax.tree.map(jnp.copy, state.params)
+    step = steps.make_rtrl_step(mc, config, sgd, steps_per_epoch=2)
+    zero = model.initial_carry(mc, B)
+
+    def window_loss(p, j, carry):
+        return model.loss(p, mc, inputs[:, j * T:(j + 1) * T], targets[:, j * T:(j + 1) * T], carry, fast=False)
+
+    state, _ = step(state, window_of(T, 0))
+    want = jax.grad(lambda p: window_loss(p, 0, zero)[0])(params)
+    for new, old, g in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), jax.tree.leaves(want)):
+        np.testing.assert_allclose(new, old - g, rtol=1e-4, atol=1e-6)
+
+    frozen = optax.sgd(0.0)  # no update: the carried sensitivities are exact
+    state = steps.init_state(mc, config, frozen, B)._replace(params=jax.tree.map(jnp.copy, params))  # donated
+    step = steps.make_rtrl_step(mc, config, frozen, steps_per_epoch=2)
+    state, _ = step(state, window_of(T, 0))  # the first window; then the second's gradient, from its state
+    second = window_of(T, 1)
+    got_grads = rtrl.rtrl_gradient(params, mc, second[:, :-1], second[:, 1:], state.carry, state.sensitivities)[1]
+    through_both = jax.grad(lambda p: window_loss(p, 1, window_loss(p, 0, zero)[1])[0])(params)
+    for got, want in zip(jax.tree.leaves(got_grads), jax.tree.leaves(through_both)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

@@ -31,6 +31,9 @@ from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_confi
 @click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear learning-rate warm-up, in steps.")
 @click.option("--decay", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate decay after warm-up (cosine to 10% at the last step).")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip gradients to this global norm.")
+@click.option("--gradient", type=click.Choice(["bptt", "rtrl"]), default="bptt", show_default=True, help="How gradients are computed: truncated backpropagation through time, or real-time recurrent learning (exact, forward in time; small networks only, one device).")
+@click.option("--state-reset", type=click.Choice(["epoch", "never"]), default="epoch", show_default=True, help="Start every stream from the zero state at each epoch, or never (continuous training: the state is carried across epochs).")
+@click.option("--update-every", type=int, default=None, help="With --gradient rtrl: characters between weight updates  [default: --seq-length]")
 @click.option("--max-epochs", type=float, default=20.0, show_default=True, help="Stop after this many passes over the training split.")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
 @click.option("--max-time", type=Duration(), default=None, help="Stop after this much training time: 600, 90s, 10m, 1.5h.")
@@ -70,7 +73,7 @@ def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, devic
     ctx = click.get_current_context()
     given = {name for name in options
              if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP")}
-    placement = _placement(devices, coordinator, num_processes, process_id, join_timeout)
+    placement = _placement(devices, coordinator, num_processes, process_id, join_timeout, options["gradient"])
     quiet = quiet or not placement.is_main  # only process 0 reports; the others print errors only
     run, out_dir = _prepare_everywhere(placement, quiet, corpus_path=corpus, options=options, given=given, out=out,
                                        resume=resume, force=force, encoding=encoding, keep_newlines=keep_newlines,
@@ -82,11 +85,15 @@ def train(corpus, out, resume, force, encoding, keep_newlines, byte_level, devic
         _report_finish(finished, quiet, as_json)
 
 
-def _placement(devices, coordinator, num_processes, process_id, join_timeout=None):
+def _placement(devices, coordinator, num_processes, process_id, join_timeout=None, gradient="bptt"):
     """Joins the multi-process run if asked (before JAX touches a device), then picks the devices."""
     from .. import distributed
     from ..config import ConfigError
 
+    if gradient == "rtrl" and (coordinator is not None or (devices or 1) > 1):
+        what = "--coordinator" if coordinator is not None else f"--devices {devices}"
+        raise ConfigError(f"--gradient rtrl runs on one device (its sensitivities are not split over devices); "
+                          f"drop {what}, or use --gradient bptt")
     if coordinator is None and (num_processes is not None or process_id is not None):
         raise ConfigError("--num-processes and --process-id go with --coordinator HOST:PORT (process 0's address)")
     if coordinator is not None and coordinator != "auto" and (num_processes is None or process_id is None):
