@@ -102,9 +102,10 @@ def main(argv=None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from charrnn import data, model, sample
+    from charrnn import data, launch, model, sample
     from charrnn.config import ModelConfig
 
+    launch.configure_process()  # the malloc setting the command applies at start
     corpus = data.load_corpus(args.corpus)
     mc = ModelConfig(vocab_size=len(corpus.vocab), cell=args.cell, hidden_size=args.hidden_size,
                      num_layers=args.num_layers, embedding_size=args.embedding_size)

@@ -26,6 +26,7 @@ Modules (docs/layout.md; the API in docs/python-api.md):
     sample         jitted generation with temperature and top-k, streamed in chunks
     features       per-character features of a text: quotes, brackets, column, comments, regexes
     inspection     recording units, scoring them against features, ablation, saturation, gradient reach
+    scoring        Unit, and the rank statistics that score a unit against a feature (AUROC, Spearman)
     probes         linear probes: is a feature held by one unit or spread over many
     explore        the self-contained interactive page of `charrnn explore`
     evaluation     what `charrnn evaluate` measures: test loss, n-gram baselines, long-range accuracy, errors

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"  # glibc >= 2.35: malloc madvises its mmaps MADV_HUGEPAGE
 

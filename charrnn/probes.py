@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .features import Feature
-from .inspection import Recording, Unit, auroc, correlation, rank_columns
+from .scoring import Unit, auroc, correlation, rank_columns
 
 RIDGE = 1e-3  # penalty on the mean loss, per standardised unit weight; the intercept is not penalised
 MAX_ITERATIONS = 100  # accelerated steps of the logistic fit; enough to rank held-out positions (tests/test_probes.py)
@@ -155,9 +155,10 @@ def _usable(f: Feature, train: np.ndarray, test: np.ndarray) -> bool:
     return bool(np.ptp(train) > 0 and np.ptp(test) > 0)
 
 
-def probe_layers(recording: Recording, features: Sequence[Feature], *, cell: Optional[str] = None,
+def probe_layers(recording, features: Sequence[Feature], *, cell: Optional[str] = None,
                  ridge: float = RIDGE) -> list[Probe]:
-    """One probe per (feature, layer), in feature order then layer order.
+    """One probe per (feature, layer), in feature order then layer order, from a `charrnn.inspection.Recording`
+    (its ``ids`` (N,) and ``states`` {(layer, state): (N, H)}).
 
     A layer's probe reads its carried state (`PROBED_STATES` of `cell`; by default whatever of h and c the
     recording holds). Features that are constant in either half, or on/off features with fewer than

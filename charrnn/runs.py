@@ -105,20 +105,31 @@ def prepare(
     else:
         corpus = corpus_for_checkpoint(ckpt, corpus, force)
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
-    # Too short, or a batch that does not split over the devices? Say so before writing anything.
-    splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
+    placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
+    out = Path(out) if out is not None else None
+    # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
+    continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
+    return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement)
+
+
+def fit_devices(num_symbols: int, model_config: ModelConfig, config: TrainConfig,
+                placement: distributed.Placement) -> distributed.Placement:
+    """The placement fitted to the run's batch (one device for RTRL), after checking that the corpus is long
+    enough, that the batch splits over the devices, and that an RTRL run is affordable: what would otherwise
+    fail once training has started.
+
+    Raises:
+      CorpusError, ConfigError: saying what to change.
+    """
+    splits = data.split(num_symbols, config.val_fraction, config.test_fraction)
     num_train = splits.train[1] - splits.train[0]
-    placement = placement or distributed.placement()
     if config.gradient == "rtrl":
         placement = rtrl_placement(placement)
     placement = distributed.fit_placement(placement, num_train, config)
     layout, _ = data.plan(num_train, config, placement.devices)
     if config.gradient == "rtrl":
         check_rtrl(model_config, layout.batch_size)
-    out = Path(out) if out is not None else None
-    # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
-    continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
-    return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement)
+    return placement
 
 
 # RTRL's work per character of the whole batch, above which `charrnn train --gradient rtrl` refuses to start: at

@@ -15,7 +15,7 @@ categorical from the same per-position key over a different row.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from charrnn import checkpoint, data, explore, features, html, inspection, model
+from charrnn import checkpoint, data, explore, features, html, inspection, model, scoring
 from charrnn.checkpoint import CheckpointError
 from charrnn.config import ConfigError, ModelConfig
 from charrnn.data import CorpusError
@@ -241,7 +241,7 @@ def unit_index(ckpt, unit):
 
 def test_clicking_a_unit_colours_each_character_by_its_recorded_value(page, run, recording):
     _, ckpt, _ = run
-    unit = inspection.Unit(0, "f", 5)
+    unit = scoring.Unit(0, "f", 5)
     row = page.find_element("css selector", f'#unit-list .row[data-unit="{unit_index(ckpt, unit)}"]')
     page.execute_script("arguments[0].scrollIntoView()", row)
     row.click()
@@ -325,7 +325,7 @@ def test_a_regex_feature_is_scored_in_the_page_as_inspect_cells_scores_it(page, 
     # And exactly the AUROC of the stored (quantised) values.
     states = [recording.states[(0, s)] for s in inspection.INSPECTED_STATES["lstm"]]
     codes = explore.quantise(np.concatenate(states, axis=1)).codes.T.astype(np.float64)
-    exact = inspection.auroc(inspection.rank_columns(codes), feature.values)
+    exact = scoring.auroc(scoring.rank_columns(codes), feature.values)
     for u, value in listed:
         assert value == pytest.approx(exact[u], abs=1e-12)
     assert js(page, "return document.getElementById('sort').value") == f"regex: {name}"

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charrnn import data, inspection, model
+from charrnn import data, inspection, model, scoring
 from charrnn.config import ModelConfig
 from charrnn.features import Feature
 from charrnn.inspection import Recording, Unit
@@ -33,14 +33,14 @@ def text_ids(n=300, seed=0):
 
 def test_ranks_average_ties():
     x = np.array([[3.0, 1.0], [1.0, 1.0], [3.0, 2.0], [2.0, 1.0]])
-    np.testing.assert_array_equal(inspection.rank_columns(x), [[3.5, 2.0], [1.0, 2.0], [3.5, 4.0], [2.0, 2.0]])
+    np.testing.assert_array_equal(scoring.rank_columns(x), [[3.5, 2.0], [1.0, 2.0], [3.5, 4.0], [2.0, 2.0]])
 
 
 def test_auroc_is_the_probability_a_positive_outranks_a_negative():
     rng = np.random.default_rng(1)
     x = np.round(rng.normal(size=(60, 4)), 1)  # rounding makes ties
     positive = rng.random(60) < 0.3
-    got = inspection.auroc(inspection.rank_columns(x), positive)
+    got = scoring.auroc(scoring.rank_columns(x), positive)
     for col in range(4):
         pos, neg = x[positive, col], x[~positive, col]
         wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
@@ -51,13 +51,13 @@ def test_pearson_and_spearman_match_numpy():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(80, 3))
     y = rng.integers(0, 5, 80).astype(float)
-    np.testing.assert_allclose(inspection.correlation(x, y), [np.corrcoef(x[:, j], y)[0, 1] for j in range(3)])
-    rho = inspection.correlation(inspection.rank_columns(x), inspection.rank_columns(y[:, None])[:, 0])
+    np.testing.assert_allclose(scoring.correlation(x, y), [np.corrcoef(x[:, j], y)[0, 1] for j in range(3)])
+    rho = scoring.correlation(scoring.rank_columns(x), scoring.rank_columns(y[:, None])[:, 0])
     # Spearman = Pearson of ranks; for distinct x with tied y check against the textbook formula on ranks.
     rx = np.argsort(np.argsort(x, axis=0), axis=0) + 1.0
-    ry = inspection.rank_columns(y[:, None])[:, 0]
+    ry = scoring.rank_columns(y[:, None])[:, 0]
     np.testing.assert_allclose(rho, [np.corrcoef(rx[:, j], ry)[0, 1] for j in range(3)])
-    assert inspection.correlation(np.ones((5, 1)), np.arange(5.0))[0] == 0.0
+    assert scoring.correlation(np.ones((5, 1)), np.arange(5.0))[0] == 0.0
 
 
 def planted_recording(n=400, seed=3):
@@ -303,6 +303,6 @@ def test_a_trained_model_has_a_quote_unit_and_it_is_ranked_first(tmp_path):
     inside = features.builtin_features(val)[0].values
     assert features.builtin_features(val)[0].name == "in_double_quotes"
     a = recording.activation(best.unit)[spaces]
-    ranks = inspection.rank_columns(a[:, None])
-    at_spaces = float(inspection.auroc(ranks, inside[spaces])[0])
+    ranks = scoring.rank_columns(a[:, None])
+    at_spaces = float(scoring.auroc(ranks, inside[spaces])[0])
     assert max(at_spaces, 1 - at_spaces) >= 0.95

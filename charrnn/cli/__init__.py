@@ -1,8 +1,8 @@
 """The `charrnn` command line: parse options, call the library, render with rich. One module per command.
 
 Results go to stdout; progress and messages go to stderr (`err`). Heavy imports (JAX) happen inside the
-commands so that `charrnn --help` is instant. Every error the user can fix leaves through one place, `_Group`:
-one line, exit code 1, no traceback.
+commands so that `charrnn --help` is instant. Every error the user can fix leaves through one place, the group
+of `_group.py`: one line, exit code 1, no traceback.
 """
 
 from __future__ import annotations
@@ -10,41 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-import click
-
 from .. import launch
-from ._common import EXAMPLES, abort, user_errors
-
-
-class _Group(click.Group):
-    """click.Group whose usage errors, and every library error the user can fix (`user_errors`), end as one
-    line on stderr."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except user_errors() as e:
-            abort(str(e))
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as e:
-            where = e.ctx.command_path if e.ctx is not None else "charrnn"
-            abort(f"{e.format_message()} (see `{where} --help`)", e.exit_code)
-        except click.ClickException as e:
-            abort(e.format_message(), e.exit_code)
-        except click.Abort:
-            abort("aborted")
-        sys.exit(result if isinstance(result, int) else 0)
-
-
-@click.group(cls=_Group, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="charrnn")
-def main():
-    """Character-level RNN, LSTM and GRU language models on JAX: train on any text, sample, look inside."""
+from ._group import main
 
 
 # The commands that run compiled models over many characters: only they gain from the set-up of `charrnn.launch`.

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from . import main
+from ._group import main
 from ._common import err, results_console, write_page
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from . import main
+from ._group import main
 from ._common import err
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from ._group import main
 from ._common import results_console, write_page
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import main
+from ._group import main
 from ._common import EXAMPLES, err
 
 

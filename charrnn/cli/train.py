@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from ..units import bpc
-from . import main
+from ._group import main
 from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_config, user_errors
 
 
