@@ -258,6 +258,15 @@ class Placement:
         gathered = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
         return [bool(v) for v in gathered.reshape(self.num_processes, -1).any(axis=0)]
 
+    def smallest(self, value: float) -> float:
+        """The smallest of every process's `value` (a collective when there are several), so that a decision
+        taken from a measurement, such as how many steps the time left holds, is the same in all of them."""
+        if self.num_processes == 1:
+            return float(value)
+        from jax.experimental import multihost_utils
+
+        return float(np.asarray(multihost_utils.process_allgather(np.asarray([value], np.float64))).min())
+
     def first_different(self, value: str) -> Optional[int]:
         """The index of the first process whose `value` differs from process 0's, or None (a collective with
         several: its SHA-256 is gathered from every process)."""

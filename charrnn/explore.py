@@ -188,7 +188,7 @@ def explore_page(params, config: ModelConfig, vocab, text: str, *, regexes: Mapp
       CorpusError: the text is empty or holds fewer than 2 characters the model knows.
       ConfigError: a regular expression does not compile.
     """
-    from .data import CorpusError
+    from .text import CorpusError
 
     where = (source or {}).get("path", "the text")
     if not text:

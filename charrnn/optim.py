@@ -33,3 +33,13 @@ def make_optimizer(config: TrainConfig, total_steps: Optional[int]) -> optax.Gra
     else:  # rmsprop, with char-rnn's decay
         inner = optax.rmsprop(schedule, decay=0.95, eps=1e-8)
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
+
+
+def steps_in_time(step: int, seconds_left: float, seconds_per_step: float) -> int:
+    """The step a run will have reached when its time runs out: `step` plus the steps that fit in
+    `seconds_left` at `seconds_per_step` (training and its share of validation), at least ``step + 1``.
+
+    A run stopped by time alone decays its learning rate over this many steps (`charrnn.train.Trainer`), as a
+    run stopped by a step count decays it over that count.
+    """
+    return step + max(1, int(seconds_left / max(seconds_per_step, 1e-9)))

@@ -88,6 +88,9 @@ def prepare(
     """
     options = dict(options or {})
     given = set(options) if given is None else set(given)
+    if "max_time" in given and options.get("max_time") is not None and "max_epochs" not in given:
+        # A time budget, and no epoch limit asked for: the time is the limit (and the schedule fits it).
+        options["max_epochs"], given = None, given | {"max_epochs"}
     checkpoint_dir = None
     ckpt = None
     if resume is not None:

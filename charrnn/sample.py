@@ -23,7 +23,7 @@ import numpy as np
 
 from . import model
 from .config import ModelConfig
-from .data import Vocabulary
+from .text import Vocabulary
 
 CHUNK = 128  # characters generated per device call: the loop stays in jit, the host streams between chunks
 

@@ -34,6 +34,8 @@ from .units import bpc
 from .validation import Validator
 
 SAMPLE_CHARS = 200  # length of the samples shown while training
+# A run with a time limit and no step limit before it fits its learning-rate decay to the time at its first
+# validation (by then the cost of a step and of a validation is known), and again at every later one.
 SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0)
 
 
@@ -107,8 +109,9 @@ class Trainer:
         if self.main:
             checkpoint.remove_stale_temporaries(out_dir)
         self.layout, self.warnings = data.plan(len(self.train_ids), config, self.placement.devices)
-        self.schedule = optim.learning_rate_schedule(config, self.layout.total_steps)
-        self.optimizer = optim.make_optimizer(config, self.layout.total_steps)
+        self.schedule_steps = self.layout.total_steps  # what the learning rate decays over (None: constant)
+        self.schedule = optim.learning_rate_schedule(config, self.schedule_steps)
+        self.optimizer = optim.make_optimizer(config, self.schedule_steps)
         self._restore(resume)
         self.best_path, self.latest_path = out_dir / checkpoint.BEST, out_dir / checkpoint.LATEST
         self.pending: list = []  # metrics of the steps since the last log, still on the device
@@ -150,13 +153,33 @@ class Trainer:
         dtype = token_dtype(self.model_config.vocab_size)
         self.windows = data.TrainWindows(self.train_ids, B, T, rows=p.local_rows(B), dtype=dtype)
         t0 = time.perf_counter()
-        window_shape = jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=p.batch)
-        make_step = steps.make_rtrl_step if self.config.gradient == "rtrl" else steps.make_window_step
-        self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.steps_per_epoch,
-                                 p).lower(self.state, window_shape).compile()
+        self.window_shape = jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=p.batch)
+        self._compile_step()
         self.validator = (Validator(self.val_ids, self.model_config, B, T, p, self.state.params)
                           if len(self.val_ids) >= data.MIN_SPLIT else None)
         return time.perf_counter() - t0
+
+    def _compile_step(self) -> None:
+        make_step = steps.make_rtrl_step if self.config.gradient == "rtrl" else steps.make_window_step
+        self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.steps_per_epoch,
+                                 self.placement).lower(self.state, self.window_shape).compile()
+
+    def fit_schedule_to_time(self, seconds_per_step: float) -> None:
+        """With a time limit and no step limit (nor an earlier one), makes the learning rate decay over the steps
+        the remaining time holds at `seconds_per_step`, instead of staying constant: the schedule is rebuilt and
+        the step recompiled (the optimizer's state keeps its structure: only the schedule, a function of the step
+        count, changes). Every process computes the same (the time is agreed on, as for stopping)."""
+        config = self.config
+        if config.max_time is None or config.decay != "cosine" or self.layout.total_steps is not None:
+            return
+        left = config.max_time - (time.perf_counter() - self.t_start)
+        fitted = int(self.placement.smallest(optim.steps_in_time(self.step, left, seconds_per_step)))
+        if self.schedule_steps is not None and abs(fitted - self.schedule_steps) <= 0.05 * self.schedule_steps:
+            return  # close enough: not worth a recompile
+        self.schedule_steps = fitted
+        self.schedule = optim.learning_rate_schedule(config, fitted)
+        self.optimizer = optim.make_optimizer(config, fitted)
+        self._compile_step()
 
     def emit(self, event) -> None:
         """Writes the event's record and passes it to the callback (process 0 only)."""
@@ -269,7 +292,10 @@ class Trainer:
                              "elapsed_s": self.elapsed_before + time.perf_counter() - self.t_start})
         self.save(host, val_nats, is_best)
         self.last_eval_step = self.step
-        self.emit(Evaluated(self.step, val_nats, self.best, is_best, time.perf_counter() - te, self.latest_path))
+        seconds = time.perf_counter() - te
+        self.emit(Evaluated(self.step, val_nats, self.best, is_best, seconds, self.latest_path))
+        if self.step > self.start_step:  # training and validation so far, per step
+            self.fit_schedule_to_time((time.perf_counter() - self.t_start) / (self.step - self.start_step))
 
     def validate(self) -> float:
         """The validation loss in nats per character; without a validation split, the latest training loss
@@ -292,7 +318,8 @@ class Trainer:
     def _write(self, host_state: tuple, val_nats: float, is_best: bool) -> Optional[Exception]:
         params, opt_state, carry, sensitivities = host_state
         info = {"best_val_nats": self.best, "val_nats": val_nats, "epoch": self.step / self.layout.steps_per_epoch,
-                "devices": self.placement.devices, "processes": self.placement.num_processes}
+                "devices": self.placement.devices, "processes": self.placement.num_processes,
+                "schedule_steps": self.schedule_steps}
         saved = steps.TrainState(params, opt_state, carry, np.asarray(self.step, np.int32), np.zeros((), np.int32),
                                  sensitivities)
         blob = checkpoint.to_bytes(steps.to_checkpoint(saved, self.corpus, self.splits, self.model_config,

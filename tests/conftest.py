@@ -1,6 +1,7 @@
 """What the tests share: a small corpus and tiny model options, running the command in-process, checking that an
 error is one line, and a headless Chromium for checking HTML pages in a real browser."""
 
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,19 @@ CORPUS_TEXT = (
 # A model small enough to train in a second or two, and its windows.
 TINY_MODEL = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8"]
 TINY_WINDOWS = ["--seq-length", "16", "--batch-size", "4"]
+
+
+def shouting_in_quotes(num_chars: int = 60_000, seed: int = 0) -> str:
+    """Lower-case words outside double quotes, upper-case inside: to predict the case of the next word a model
+    has to know whether it is inside quotes, so a trained model must keep that somewhere."""
+    rng = random.Random(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "said", "dog", "ran", "far", "away", "to", "sea"]
+    parts, size = [], 0
+    while size < num_chars:
+        phrase = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 6)))
+        parts.append(f'"{phrase.upper()}" ' if rng.random() < 0.25 else phrase + " ")
+        size += len(parts[-1])
+    return "".join(parts)
 
 
 def write_corpus(path: Path, text: str = CORPUS_TEXT) -> Path:

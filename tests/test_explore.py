@@ -9,11 +9,9 @@ predict the case of the next word, so it has a quote unit."""
 from __future__ import annotations
 
 import json
-import random
 import re
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -23,20 +21,9 @@ from charrnn import checkpoint, data, explore, features, html, inspection, model
 from charrnn.checkpoint import CheckpointError
 from charrnn.config import ConfigError, ModelConfig
 from charrnn.data import CorpusError
+from conftest import shouting_in_quotes
 
 HOSTILE = '</script><script>document.title="pwned"</script><!-- <img src=x onerror="document.title=1"> & \u2028'
-
-
-def shouting_in_quotes(num_chars=30_000, seed=0):
-    """Lower-case words outside double quotes, upper-case inside (as tests/test_inspection.py)."""
-    rng = random.Random(seed)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "said", "dog", "ran", "far", "away", "to", "sea"]
-    parts, size = [], 0
-    while size < num_chars:
-        phrase = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 6)))
-        parts.append(f'"{phrase.upper()}" ' if rng.random() < 0.25 else phrase + " ")
-        size += len(parts[-1])
-    return "".join(parts)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def run(tmp_path_factory):
     from charrnn.config import TrainConfig
 
     root = tmp_path_factory.mktemp("explore-run")
-    (root / "quotes.txt").write_text(shouting_in_quotes(), encoding="utf-8")
+    (root / "quotes.txt").write_text(shouting_in_quotes(30_000), encoding="utf-8")
     corpus = data.load_corpus(root / "quotes.txt")
     config = ModelConfig(vocab_size=len(corpus.vocab), cell="lstm", hidden_size=16, num_layers=1, embedding_size=8)
     train.train(corpus, config, TrainConfig(batch_size=16, seq_length=50, learning_rate=2e-2, warmup_steps=20,

@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 import re
 
 import jax
-import numpy as np
+
 import pytest
 
 from charrnn import data, features, html, inspection, model

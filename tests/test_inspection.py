@@ -13,6 +13,7 @@ from charrnn import data, inspection, model, scoring
 from charrnn.config import ModelConfig
 from charrnn.features import Feature
 from charrnn.inspection import Recording, Unit
+from conftest import shouting_in_quotes
 
 VOCAB = data.Vocabulary.from_text('abc "()\n')
 CONFIG = ModelConfig(vocab_size=len(VOCAB), cell="lstm", hidden_size=6, num_layers=2, embedding_size=4)
@@ -262,21 +263,6 @@ def test_empty_or_unknown_text_is_refused(params):
 
 
 # --- a real model ---------------------------------------------------------------------------------------------
-
-
-def shouting_in_quotes(num_chars=60_000, seed=0):
-    """Lower-case words outside double quotes, upper-case inside: to predict the case of the next word a
-    model has to know whether it is inside quotes, so a trained model must keep that somewhere."""
-    import random
-
-    rng = random.Random(seed)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "said", "dog", "ran", "far", "away", "to", "sea"]
-    parts, size = [], 0
-    while size < num_chars:
-        phrase = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 6)))
-        parts.append(f'"{phrase.upper()}" ' if rng.random() < 0.25 else phrase + " ")
-        size += len(parts[-1])
-    return "".join(parts)
 
 
 @pytest.mark.slow

@@ -1,7 +1,5 @@
 """Run records (run.json, metrics.jsonl), run summaries and their renderings, checkpoint info."""
 
-import json
-import math
 import re
 
 import jax

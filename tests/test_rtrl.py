@@ -3,7 +3,7 @@ for every cell kind and one and two layers; carried sensitivities keep the whole
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
 import pytest
 
 from charrnn import cells, model, rtrl

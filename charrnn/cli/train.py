@@ -34,7 +34,7 @@ from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_confi
 @click.option("--gradient", type=click.Choice(["bptt", "rtrl"]), default="bptt", show_default=True, help="How gradients are computed: truncated backpropagation through time, or real-time recurrent learning (exact, forward in time; small networks only, one device).")
 @click.option("--state-reset", type=click.Choice(["epoch", "never"]), default="epoch", show_default=True, help="Start every stream from the zero state at each epoch, or never (continuous training: the state is carried across epochs).")
 @click.option("--update-every", type=int, default=None, help="With --gradient rtrl: characters between weight updates  [default: --seq-length]")
-@click.option("--max-epochs", type=float, default=20.0, show_default=True, help="Stop after this many passes over the training split.")
+@click.option("--max-epochs", type=float, default=20.0, show_default=True, help="Stop after this many passes over the training split (with --max-time and no --max-epochs: no epoch limit, the time is the limit).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
 @click.option("--max-time", type=Duration(), default=None, help="Stop after this much training time: 600, 90s, 10m, 1.5h.")
 @click.option("--max-bad-steps", type=int, default=20, show_default=True, help="Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped).")

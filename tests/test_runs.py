@@ -1,0 +1,57 @@
+"""Preparing a run as the command does, from Python: the options a time budget implies, resuming, refusing
+early; and a run that a time budget alone stops decays its learning rate over that time."""
+
+import json
+
+import pytest
+
+from charrnn import checkpoint, optim, runs
+from charrnn.config import ConfigError
+from conftest import write_corpus
+
+TINY = dict(hidden_size=16, num_layers=1, embedding_size=8, seq_length=16, batch_size=4, sample_every=0)
+
+
+def test_a_time_budget_alone_lifts_the_epoch_limit(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config.max_epochs is None
+    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0, "max_epochs": 3.0}).config.max_epochs == 3.0
+    assert runs.prepare(corpus, options=TINY).config.max_epochs == 20.0
+    # As the command sees it: a default --max-epochs is not one the user gave.
+    given = set(TINY) | {"max_time"}
+    options = {**TINY, "max_time": 60.0, "max_epochs": 20.0}
+    assert runs.prepare(corpus, options=options, given=given).config.max_epochs is None
+
+
+def test_steps_in_time_is_the_steps_the_time_left_holds():
+    assert optim.steps_in_time(100, seconds_left=30.0, seconds_per_step=0.1) == 400
+    assert optim.steps_in_time(100, seconds_left=0.0, seconds_per_step=0.1) == 101  # at least one more
+
+
+def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    finished = runs.train(corpus, out=tmp_path / "run", max_steps=4, eval_every=2, log_every=2, **TINY)
+    assert finished.step == 4
+    resumed = runs.prepare(resume=tmp_path / "run", options={"max_steps": 8})
+    assert resumed.config.max_steps == 8 and resumed.model_config.hidden_size == 16 and resumed.overwrite
+    with pytest.raises(ConfigError, match="--hidden-size 16, this run asks for 32"):
+        runs.prepare(resume=tmp_path / "run", options={"hidden_size": 32})
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp_path):
+    from conftest import CORPUS_TEXT
+
+    corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT * 5)
+    events = []
+    finished = runs.train(corpus, out=tmp_path / "run", max_time=8.0, eval_every=25, log_every=5,
+                          warmup_steps=10, callback=events.append, **TINY)
+    assert finished.reason == "max_time"
+    rates = [e.learning_rate for e in events if type(e).__name__ == "Logged"]
+    state = checkpoint.load(tmp_path / "run", prefer=checkpoint.LATEST).state
+    assert state["schedule_steps"] is not None and state["schedule_steps"] > 25
+    peak = TINY.get("learning_rate", 3e-3)
+    assert max(rates) == pytest.approx(peak, rel=1e-6)
+    assert rates[-1] < 0.8 * peak  # decayed towards the end of the time, not constant
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["train"]["max_epochs"] is None
