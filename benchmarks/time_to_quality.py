@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Time to quality: charrnn's defaults against a small character transformer, the same wall-clock budget each,
+validated on the same text, one after the other.
+
+    python benchmarks/time_to_quality.py --corpora tinyshakespeare --budgets 10m [--rounds 2] \\
+        [--torch-python /work/torchvenv/bin/python] [--charrnn-args "--dropout 0.2"]
+
+For each corpus (names in /work/shared/corpora, or paths), budget and round: `charrnn train CORPUS --max-time
+BUDGET --val-fraction 0.1 --test-fraction 0 --json` (the defaults otherwise; its best validation loss is over
+the whole validation text, the state carried), then `/work/shared/bench/gpt_reference.py CORPUS --seconds
+BUDGET --val-frac 0.1` (its loss over the whole of the same text: the last 10% of the corpus), alternating.
+Each result is appended, as it comes, to `--out` (JSON lines); a table of the medians goes to stdout.
+Losses are in nats per character; margin = transformer − charrnn (above 0: charrnn is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path("/work/shared")
+GPT = SHARED / "bench" / "gpt_reference.py"
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def seconds(budget: str) -> float:
+    return float(budget[:-1]) * UNITS[budget[-1]] if budget[-1] in UNITS else float(budget)
+
+
+def corpus_path(name: str) -> Path:
+    path = Path(name)
+    return path if path.is_file() else SHARED / "corpora" / (name if name.endswith(".txt") else name + ".txt")
+
+
+def charrnn_run(corpus: Path, budget: str, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", budget,
+                               "--val-fraction", "0.1", "--test-fraction", "0", "--json", "-q", "--out", out,
+                               *extra], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"charrnn failed:\n{done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
+                "args": extra}
+
+
+def gpt_run(corpus: Path, budget: str, torch_python: str) -> dict:
+    t = time.perf_counter()
+    done = subprocess.run([torch_python, str(GPT), str(corpus), "--seconds", str(seconds(budget)),
+                           "--val-frac", "0.1"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the transformer failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "wall_s": time.perf_counter() - t}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpora", nargs="+", default=["tinyshakespeare"])
+    p.add_argument("--budgets", nargs="+", default=["10m"])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--torch-python", default="/work/torchvenv/bin/python")
+    p.add_argument("--charrnn-args", default="", help="options added to charrnn train (to try a lever)")
+    p.add_argument("--only", choices=["charrnn", "transformer"], default=None)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "time_to_quality.jsonl")
+    args = p.parse_args()
+    extra = args.charrnn_args.split()
+    rows = []
+    for name in args.corpora:
+        corpus = corpus_path(name)
+        for budget in args.budgets:
+            got = {"charrnn": [], "transformer": []}
+            for r in range(args.rounds):
+                for system in ("charrnn", "transformer"):
+                    if args.only and system != args.only:
+                        continue
+                    result = (charrnn_run(corpus, budget, extra) if system == "charrnn"
+                              else gpt_run(corpus, budget, args.torch_python))
+                    got[system].append(result["val_nats"])
+                    record = {"corpus": corpus.name, "budget": budget, "round": r, "system": system, **result,
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                    with open(args.out, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    print(f"  {corpus.name} {budget} round {r} {system}: {result['val_nats']:.4f}", file=sys.stderr,
+                          flush=True)
+            rows.append((corpus.name, budget, got))
+    print("| corpus | budget | charrnn (median) | transformer (median) | margin | rounds |")
+    print("| --- | --- | ---: | ---: | ---: | --- |")
+    for name, budget, got in rows:
+        c = statistics.median(got["charrnn"]) if got["charrnn"] else float("nan")
+        g = statistics.median(got["transformer"]) if got["transformer"] else float("nan")
+        print(f"| {name} | {budget} | {c:.4f} | {g:.4f} | {g - c:+.4f} | {len(got['charrnn'])}, "
+              f"{len(got['transformer'])} |")
+
+
+if __name__ == "__main__":
+    main()
