@@ -25,6 +25,14 @@ TINY_MODEL = ["--hidden-size", "16", "--num-layers", "1", "--embedding-size", "8
 TINY_WINDOWS = ["--seq-length", "16", "--batch-size", "4"]
 
 
+def fast_first(cases, keep: int = 1) -> list:
+    """Parameters for `pytest.mark.parametrize`: the first `keep` cases run in the fast suite, the others only
+    in the whole one (marked slow). For exhaustive checks over cell kinds and shapes, where one case says the
+    property holds and the rest say it holds everywhere."""
+    return [case if i < keep else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+            for i, case in enumerate(cases)]
+
+
 def shouting_in_quotes(num_chars: int = 60_000, seed: int = 0) -> str:
     """Lower-case words outside double quotes, upper-case inside: to predict the case of the next word a model
     has to know whether it is inside quotes, so a trained model must keep that somewhere."""

@@ -166,6 +166,7 @@ def short_run(tmp_path_factory):
     return {"corpus": corpus, "out": out, "result": result}
 
 
+@pytest.mark.slow
 def test_train_shrinks_the_window_to_fit_a_corpus_shorter_than_one_window(short_run):
     result = short_run["result"]
     assert result.exit_code == 0, result.output
@@ -484,6 +485,7 @@ def test_explore_refuses_what_is_not_a_checkpoint_with_one_line_and_no_page(tmp_
     assert not page.exists()
 
 
+@pytest.mark.slow
 def test_a_relu_rnn_trains_samples_and_keeps_its_activation_in_the_checkpoint(tmp_path):
     from charrnn import checkpoint
 
@@ -506,6 +508,7 @@ RTRL = ["--cell", "rnn", "--hidden-size", "8", "--num-layers", "1", "--embedding
         "--sample-every", "0", "--val-fraction", "0.02", "--test-fraction", "0.02"]
 
 
+@pytest.mark.slow
 def test_continuous_rtrl_training_resumes_to_the_same_parameters(tmp_path):
     """`--gradient rtrl --state-reset never`: the sensitivities are saved with the carry, so 10 + 10 steps end
     where 20 steps do."""

@@ -14,6 +14,7 @@ from charrnn import evaluation, model, ngram
 from charrnn.config import ModelConfig
 from charrnn.data import Vocabulary
 from charrnn.evaluation import CATEGORIES, EvaluationError
+from conftest import fast_first
 
 
 def pairs(text: str) -> list[tuple[int, int, str]]:
@@ -227,11 +228,11 @@ def stream_reference(params, config, ids: np.ndarray, batch_size: int) -> np.nda
     return np.concatenate(out)
 
 
-@pytest.mark.parametrize("cell, batch_size, seq_length, chunk_chars", [
-    ("rnn", 3, 5, 3 * 5 * 2),  # several chunks of two windows
+@pytest.mark.parametrize("cell, batch_size, seq_length, chunk_chars", fast_first([
     ("lstm", 6, 7, 1),  # one window per chunk; the last stream shorter
+    ("rnn", 3, 5, 3 * 5 * 2),  # several chunks of two windows
     ("gru", 1, 16, 1 << 20),  # one stream, one chunk
-])
+]))
 def test_position_losses_are_each_streams_losses_in_text_order(cell, batch_size, seq_length, chunk_chars):
     from charrnn import validation
 

@@ -68,6 +68,7 @@ def recording(run, text):
 # --- the page builder -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_command_writes_the_validation_split_and_says_the_size(explored, run):
     root, _, _ = run
     assert explored.path == root / "page.html" and explored.bytes == explored.path.stat().st_size
@@ -131,6 +132,7 @@ def test_quantisation_error_is_at_most_half_a_step():
     assert q.scale[3] == 0 and np.allclose(q.values()[:, 3], 0.7)
 
 
+@pytest.mark.slow
 def test_top_next_characters_are_the_softmax_of_the_head(run, recording):
     _, ckpt, params = run
     h = recording.states[(0, "h")]
@@ -149,6 +151,7 @@ def one_line(e):
     return str(e.value)
 
 
+@pytest.mark.slow
 def test_bad_input_is_refused_with_one_line_and_no_page(run, tmp_path):
     root, ckpt, params = run
     out = tmp_path / "page.html"
@@ -226,6 +229,7 @@ def unit_index(ckpt, unit):
     return (unit.layer * len(states) + states.index(unit.state)) * ckpt.model.hidden_size + unit.unit
 
 
+@pytest.mark.slow
 def test_clicking_a_unit_colours_each_character_by_its_recorded_value(page, run, recording):
     _, ckpt, _ = run
     unit = scoring.Unit(0, "f", 5)
@@ -245,6 +249,7 @@ def test_clicking_a_unit_colours_each_character_by_its_recorded_value(page, run,
     assert len(set(map(tuple, got))) > 20  # the colours actually vary
 
 
+@pytest.mark.slow
 def test_arrow_keys_move_between_units_in_the_listed_order(page):
     from selenium.webdriver.common.keys import Keys
 
@@ -257,6 +262,7 @@ def test_arrow_keys_move_between_units_in_the_listed_order(page):
     assert page.find_element("id", "unit-name").text == listed[listed.index(start) - 1]
 
 
+@pytest.mark.slow
 def test_selecting_a_quoted_span_lists_the_quote_unit_and_matches_other_quotes(page, run, text):
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -291,6 +297,7 @@ def test_selecting_a_quoted_span_lists_the_quote_unit_and_matches_other_quotes(p
     assert js(page, "return document.querySelectorAll('#text span.match').length") == e - s + 1
 
 
+@pytest.mark.slow
 def test_a_regex_feature_is_scored_in_the_page_as_inspect_cells_scores_it(page, run, text, recording):
     _, ckpt, params = run
     name, pattern = REGEX.split("=", 1)
@@ -318,6 +325,7 @@ def test_a_regex_feature_is_scored_in_the_page_as_inspect_cells_scores_it(page, 
     assert js(page, "return document.getElementById('sort').value") == f"regex: {name}"
 
 
+@pytest.mark.slow
 def test_a_bad_regex_shows_a_message_in_the_page(page):
     box = page.find_element("id", "regex")
     box.clear()
@@ -326,6 +334,7 @@ def test_a_bad_regex_shows_a_message_in_the_page(page):
     assert "does not compile" in page.find_element("id", "regex-message").text
 
 
+@pytest.mark.slow
 def test_hovering_a_character_shows_the_models_guesses(page, run, recording, text):
     from selenium.webdriver.common.action_chains import ActionChains
 
@@ -341,6 +350,7 @@ def test_hovering_a_character_shows_the_models_guesses(page, run, recording, tex
     assert f"{recording.nll[t - 1]:.3f} nats" in hover and f"{recording.nll[t]:.3f} nats" in hover
 
 
+@pytest.mark.slow
 def test_no_network_request_and_the_policy_blocks_one(browser, explored):
     browser.get(explored.path.as_uri())
     assert js(browser, "return document.body.dataset.ready") == "1"

@@ -307,6 +307,7 @@ except OSError as e:
 """
 
 
+@pytest.mark.slow
 def test_a_process_killed_in_the_middle_of_a_checkpoint_write_leaves_the_previous_checkpoint_whole(reference,
                                                                                                   tmp_path, children):
     old = (reference["run"] / LATEST).read_bytes()
@@ -338,6 +339,7 @@ def test_a_process_killed_in_the_middle_of_a_checkpoint_write_leaves_the_previou
             assert temporary == [], "a failed write must remove its temporary file"
 
 
+@pytest.mark.slow
 def test_the_next_run_removes_temporary_files_left_by_a_killed_write(reference, env, tmp_path):
     run = copy_of_reference(reference, tmp_path)
     stale = [run / ".latest.safetensors.k2j4h1x_.tmp", run / ".best.safetensors.q9w8e7r6.tmp"]
@@ -397,6 +399,7 @@ def test_a_kill_between_writing_best_and_latest_loses_neither_the_run_nor_the_be
 
 
 @pytest.mark.parametrize("stage", ["rename", "second Ctrl-C during fsync"])
+@pytest.mark.slow
 def test_a_write_that_fails_or_is_interrupted_before_its_rename_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch, stage):
     old = (reference["run"] / LATEST).read_bytes()
     target = tmp_path / LATEST
@@ -479,6 +482,7 @@ def regions(blob: bytes) -> dict[str, range]:
 KNOWN_DAMAGE = re.compile(r"corrupted|damaged|truncated|not a charrnn checkpoint|format version|unreadable metadata")
 
 
+@pytest.mark.slow
 def test_a_bit_flip_anywhere_in_a_checkpoint_is_refused(reference, tmp_path):
     blob = (reference["run"] / LATEST).read_bytes()
     rng = np.random.default_rng(7)
@@ -499,6 +503,7 @@ def test_a_bit_flip_anywhere_in_a_checkpoint_is_refused(reference, tmp_path):
 
 
 @pytest.mark.parametrize("region", ["metadata", "tensor table", "tensor data"])
+@pytest.mark.slow
 def test_sampling_from_a_checkpoint_with_a_flipped_bit_is_a_one_line_error(reference, tmp_path, region):
     blob = bytearray((reference["run"] / LATEST).read_bytes())
     span = regions(bytes(blob))[region]
@@ -508,6 +513,7 @@ def test_sampling_from_a_checkpoint_with_a_flipped_bit_is_a_one_line_error(refer
     assert KNOWN_DAMAGE.search(assert_one_line_error(invoke("sample", flipped, "--length", "5"), str(flipped)))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_cut_at_any_length_is_refused_as_truncated(reference, tmp_path):
     blob = (reference["run"] / LATEST).read_bytes()
     spans = regions(blob)
@@ -521,6 +527,7 @@ def test_a_checkpoint_cut_at_any_length_is_refused_as_truncated(reference, tmp_p
     print(f"cut checkpoints refused: {len(lengths)}")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_bytes_appended_is_refused(reference, tmp_path):
     longer = tmp_path / "longer.safetensors"
     longer.write_bytes((reference["run"] / LATEST).read_bytes() + b"\0" * 64)
@@ -528,6 +535,7 @@ def test_a_checkpoint_with_bytes_appended_is_refused(reference, tmp_path):
         checkpoint.load(longer)
 
 
+@pytest.mark.slow
 def test_resume_from_a_corrupted_checkpoint_is_one_line_and_overwrites_nothing(reference, tmp_path):
     run = copy_of_reference(reference, tmp_path)
     blob = bytearray((run / LATEST).read_bytes())
@@ -559,6 +567,7 @@ def test_an_absurd_learning_rate_stops_training_naming_the_step_and_the_rate(tmp
     assert_every_saved_array_is_finite(run)
 
 
+@pytest.mark.slow
 def test_resuming_from_poisoned_parameters_never_saves_a_non_finite_array(reference, env, tmp_path):
     ckpt = checkpoint.load(reference["run"] / LATEST)
     ckpt.arrays = {**ckpt.arrays, "params/embedding": np.full_like(ckpt.arrays["params/embedding"], np.nan)}
@@ -606,6 +615,7 @@ def test_train_rejects_an_option_out_of_range_in_one_line_writing_nothing(tmp_pa
 
 @pytest.mark.parametrize("option, value", [("--max-steps", "0"), ("--eval-every", "0"), ("--max-bad-steps", "-3"),
                                            ("--log-every", "0"), ("--max-epochs", "-2")])
+@pytest.mark.slow
 def test_resume_rejects_a_new_limit_out_of_range_and_overwrites_nothing(reference, tmp_path, option, value):
     run = copy_of_reference(reference, tmp_path)
     before = snapshot(run)
@@ -640,6 +650,7 @@ def test_train_rejects_a_read_only_out_directory(tmp_path):
         locked.chmod(0o700)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_corpus_that_changed_since_the_checkpoint(reference, tmp_path):
     run = copy_of_reference(reference, tmp_path)
     corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT.replace("dawn", "dusk"))
@@ -659,6 +670,7 @@ def test_resume_accepts_a_changed_corpus_with_force(reference, env, tmp_path):
     assert saved_step(run / LATEST) == STEPS + 1
 
 
+@pytest.mark.slow
 def test_resume_with_force_still_refuses_a_corpus_with_characters_the_model_lacks(reference, tmp_path):
     run = copy_of_reference(reference, tmp_path)
     corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT.replace("dawn", "☃"))

@@ -28,6 +28,7 @@ def test_steps_in_time_is_the_steps_the_time_left_holds():
     assert optim.steps_in_time(100, seconds_left=0.0, seconds_per_step=0.1) == 101  # at least one more
 
 
+@pytest.mark.slow
 def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     finished = runs.train(corpus, out=tmp_path / "run", max_steps=4, eval_every=2, log_every=2, **TINY)
