@@ -1,6 +1,7 @@
 """What the tests share: a small corpus and tiny model options, running the command in-process, checking that an
 error is one line, and a headless Chromium for checking HTML pages in a real browser."""
 
+import os
 import random
 import shutil
 import subprocess
@@ -11,6 +12,17 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import main
+
+def pytest_configure(config):
+    """The fast suite (`-m "not slow"`) compiles hundreds of small programs, each run for a moment: there, XLA's
+    backend optimisation passes cost more time than they save, so it runs without them (before any test module
+    imports JAX; child processes inherit it). The results are the same; the whole suite keeps them, since its
+    slow tests train real models."""
+    if config.option.markexpr.replace(" ", "") == "notslow":
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_backend_optimization_level" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
 
 # 4,400 characters of text with accents, quotes, brackets and digits: 61 windows of 16 per epoch over 4 streams.
 CORPUS_TEXT = (
