@@ -147,10 +147,15 @@ def rtrl_placement(placement: distributed.Placement) -> distributed.Placement:
       ConfigError: several devices were asked for, or several processes take part.
     """
     if placement.num_processes > 1 or (placement.asked and placement.devices > 1):
-        what = f"{placement.num_processes} processes" if placement.num_processes > 1 else f"--devices {placement.devices}"
-        raise ConfigError(f"--gradient rtrl runs on one device (its sensitivities are not split over devices); "
-                          f"drop {what}, or use --gradient bptt")
+        raise rtrl_on_several_devices(f"{placement.num_processes} processes" if placement.num_processes > 1
+                                      else f"--devices {placement.devices}")
     return placement if placement.devices == 1 else distributed.placement(1)
+
+
+def rtrl_on_several_devices(what: str) -> ConfigError:
+    """The error for RTRL asked to run on several devices or processes (`what`: the option that asks for them)."""
+    return ConfigError(f"--gradient rtrl runs on one device (its sensitivities are not split over devices); "
+                       f"drop {what}, or use --gradient bptt")
 
 
 def check_rtrl(model_config: ModelConfig, batch_size: int) -> None:
@@ -268,6 +273,35 @@ def train(corpus_path: Union[str, Path, None] = None, *, out: Union[str, Path, N
 # --- the text a run held out ----------------------------------------------------------------------------------
 
 
+def run_corpus(ckpt: checkpoint.Checkpoint, needed_for: str) -> tuple[Corpus, Optional[str]]:
+    """The corpus a run trained on, read back as it was read then, and a warning when the file has changed since
+    (its splits may now hold other text). `needed_for` completes the error's "give ..." when the file is gone.
+
+    Raises:
+      CorpusError: the corpus file is gone or unreadable.
+    """
+    path = Path(ckpt.corpus.path)
+    if not path.is_file():
+        raise CorpusError(f"the corpus this model was trained on, {path}, is gone; {needed_for}")
+    # Through load_corpus: a large corpus comes memory-mapped from its encoded cache.
+    whole = data.load_corpus(path, ckpt.corpus.encoding, ckpt.corpus.keep_newlines, ckpt.corpus.byte_level)
+    changed = whole.info.sha256 != ckpt.corpus.sha256
+    return whole, f"{path} has changed since training" if changed else None
+
+
+def training_ids(ckpt: checkpoint.Checkpoint) -> tuple[np.ndarray, list[str]]:
+    """The ids (N,) of a run's training split, in the checkpoint's vocabulary, and warnings (the file changed).
+
+    Raises:
+      CorpusError: the corpus file is gone, or now holds characters the vocabulary lacks.
+    """
+    whole, changed = run_corpus(ckpt, "put it back: the n-gram baselines are trained on its training split")
+    warnings = [f"{changed}; the n-gram baselines train on its training split as it is now"] if changed else []
+    corpus = corpus_for_checkpoint(ckpt, whole, force=True)
+    lo, hi = ckpt.splits.train
+    return np.asarray(corpus.ids[lo:min(hi, len(corpus.ids))]), warnings
+
+
 def held_out_text(ckpt: checkpoint.Checkpoint, split: str = "val",
                   max_chars: Optional[int] = None) -> tuple[str, dict[str, Any]]:
     """The text of a run's validation (``split="val"``) or test split, read back from its corpus file, at most
@@ -280,16 +314,12 @@ def held_out_text(ckpt: checkpoint.Checkpoint, split: str = "val",
     Raises:
       CorpusError: the corpus file is gone or unreadable.
     """
-    path = Path(ckpt.corpus.path)
-    if not path.is_file():
-        raise CorpusError(f"the corpus this model was trained on, {path}, is gone; give TEXT to read instead")
-    # Through load_corpus: a large corpus comes memory-mapped from its encoded cache, and only the part needed
-    # is decoded.
-    whole = data.load_corpus(path, ckpt.corpus.encoding, ckpt.corpus.keep_newlines, ckpt.corpus.byte_level)
+    whole, changed = run_corpus(ckpt, "give TEXT to read instead")
     name = {"val": "validation", "test": "test"}[split]
-    source: dict[str, Any] = {"path": str(path), "source": f"the {name} split of {path}"}
-    if whole.info.sha256 != ckpt.corpus.sha256:
-        source["warning"] = f"{path} has changed since training; its {name} split may now hold other text"
+    path = str(Path(ckpt.corpus.path))
+    source: dict[str, Any] = {"path": path, "source": f"the {name} split of {path}"}
+    if changed:
+        source["warning"] = f"{changed}; its {name} split may now hold other text"
     lo, hi = getattr(ckpt.splits, split)
     lo, hi = min(lo, len(whole.ids)), min(hi, len(whole.ids))
     if max_chars is not None and hi - lo > max_chars:

@@ -34,7 +34,7 @@ def evaluate(checkpoint_path, text_path, max_order, max_chars, as_json, html_pat
     (overall and by character class), n-gram baselines of order 1..20 trained on the run's training split,
     accuracy on closing brackets and quotes by distance to the opener, and what kinds of characters the
     network still gets wrong."""
-    from .. import checkpoint, evaluation, ngram
+    from .. import checkpoint, evaluation, ngram, runs
     from ..config import ConfigError
     from ..evaluation import EvaluationError
 
@@ -47,7 +47,7 @@ def evaluate(checkpoint_path, text_path, max_order, max_chars, as_json, html_pat
     if text_path is None and test_hi <= test_lo:
         raise EvaluationError(f"{checkpoint_path} was trained with --test-fraction 0, so it has no test split; give "
                               f"TEXT, a file to evaluate on, or train a run that holds out a test split")
-    train_ids, warnings = _training_split(ckpt)  # first: without the corpus no TEXT helps
+    train_ids, warnings = runs.training_ids(ckpt)  # first: without the corpus no TEXT helps
     ids, text_info, more_warnings = _text_ids(ckpt, text_path, max_chars)
     for warning in more_warnings + warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}")
@@ -100,27 +100,6 @@ def _text_ids(ckpt, text_path, max_chars) -> tuple:
     reading = {"batch_size": int(ckpt.state.get("batch_size", ckpt.train.batch_size)),
                "seq_length": int(ckpt.state.get("seq_length", ckpt.train.seq_length))}
     return ids, {**source, "chars": len(ids), "skipped_chars": len(text) - len(kept), **reading}, warnings
-
-
-def _training_split(ckpt) -> tuple:
-    """The run's training split, encoded with its vocabulary, for the n-gram baselines; and warnings."""
-    import numpy as np
-
-    from .. import data, runs
-    from ..text import CorpusError
-
-    path = Path(ckpt.corpus.path)
-    if not path.is_file():
-        raise CorpusError(f"the corpus this model was trained on, {path}, is gone; the n-gram baselines are "
-                          f"trained on its training split: put it back")
-    corpus = data.load_corpus(path, ckpt.corpus.encoding, ckpt.corpus.keep_newlines, ckpt.corpus.byte_level)
-    warnings = []
-    if corpus.info.sha256 != ckpt.corpus.sha256:
-        warnings.append(f"{path} has changed since training; the n-gram baselines train on its training split "
-                        f"as it is now")
-    corpus = runs.corpus_for_checkpoint(ckpt, corpus, force=True)
-    lo, hi = ckpt.splits.train
-    return np.asarray(corpus.ids[lo:min(hi, len(corpus.ids))]), warnings
 
 
 def _skipped_warning(skipped: dict) -> str:

@@ -91,9 +91,10 @@ def _placement(devices, coordinator, num_processes, process_id, join_timeout=Non
     from ..config import ConfigError
 
     if gradient == "rtrl" and (coordinator is not None or (devices or 1) > 1):
-        what = "--coordinator" if coordinator is not None else f"--devices {devices}"
-        raise ConfigError(f"--gradient rtrl runs on one device (its sensitivities are not split over devices); "
-                          f"drop {what}, or use --gradient bptt")
+        # Before the devices are looked up: asking for more than there are would be the error otherwise.
+        from ..runs import rtrl_on_several_devices
+
+        raise rtrl_on_several_devices("--coordinator" if coordinator is not None else f"--devices {devices}")
     if coordinator is None and (num_processes is not None or process_id is not None):
         raise ConfigError("--num-processes and --process-id go with --coordinator HOST:PORT (process 0's address)")
     if coordinator is not None and coordinator != "auto" and (num_processes is None or process_id is None):
