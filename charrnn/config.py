@@ -39,7 +39,9 @@ class ModelConfig(DictRoundTrip):
     hidden_size: int = 256  # H, units per layer; 2x256 LSTM learns 1 MB of text in minutes on a laptop CPU
     num_layers: int = 2  # depth helps more than width at this size (Karpathy et al. 2015, table 1)
     embedding_size: int = 64  # characters are few; 64 dims is plenty and cheap
-    dropout: float = 0.0  # between layers and before the head; off by default because 10 minutes rarely overfits
+    # Between layers and before the head, training only. None: chosen by training from the passes over the data
+    # the run will make (`charrnn.optim.dropout_for_epochs`): none for a short run, more the more it repeats.
+    dropout: Optional[float] = None
     activation: str = "tanh"  # the RNN's φ (tanh, relu, identity); the LSTM and GRU have none to choose
 
     def __post_init__(self):
@@ -48,13 +50,18 @@ class ModelConfig(DictRoundTrip):
         for name in ("vocab_size", "hidden_size", "num_layers", "embedding_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if self.cell != "rnn" and self.activation != "tanh":
             raise ConfigError(f"--activation {self.activation} is for the vanilla RNN (--cell rnn); the "
                               f"{self.cell.upper()}'s nonlinearities are part of its equations; drop --activation")
+
+    @property
+    def dropout_rate(self) -> float:
+        """The dropout rate to apply: `dropout`, or 0 while it is None (not yet fitted by training)."""
+        return self.dropout or 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +76,7 @@ class TrainConfig(DictRoundTrip):
     decay: str = "cosine"  # cosine (to min_lr_ratio over the run) or constant
     min_lr_ratio: float = 0.1  # cosine ends at learning_rate * min_lr_ratio
     grad_clip: float = 5.0  # global-norm clipping, as char-rnn (gradients of RNNs occasionally explode)
+    weight_decay: float = 0.0  # decoupled (AdamW-style) decay of the weight matrices, times the learning rate
     max_epochs: Optional[float] = 20.0  # passes over the training split; None = no limit
     max_steps: Optional[int] = None  # stop after this many steps; None = no limit
     max_time: Optional[float] = None  # stop after this many seconds of training; None = no limit
@@ -106,6 +114,8 @@ class TrainConfig(DictRoundTrip):
             raise ConfigError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0 < self.grad_clip < math.inf:
             raise ConfigError(f"grad-clip must be a positive number, got {self.grad_clip}")
+        if not 0.0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay}")
         for name in ("max_epochs", "max_steps", "max_time"):
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:

@@ -57,10 +57,10 @@ def dropout_masks(key: Optional[jax.Array], config: ModelConfig, steps: int, bat
     array for the input of every layer after the first and one for the head's input (L in all), drawn from
     `key`; None when there is no dropout (no key, or rate 0). A mask's rows are the batch's rows, so a device
     holding some rows of the batch can be handed the same rows of every mask."""
-    if key is None or config.dropout == 0.0:
+    if key is None or config.dropout_rate == 0.0:
         return None
     keys = list(jax.random.split(key, config.num_layers + 1)[1:])
-    return fused.dropout_masks(keys, config.dropout, (steps, batch_size, config.hidden_size))
+    return fused.dropout_masks(keys, config.dropout_rate, (steps, batch_size, config.hidden_size))
 
 
 def _dropout(keep: Optional[jax.Array], rate: float, x: jax.Array) -> jax.Array:
@@ -103,7 +103,7 @@ def run_layers(
     x = params["embedding"][tokens_tm]  # (T, B, E)
     if dropout_keep is None:
         dropout_keep = dropout_masks(dropout_key, config, *tokens_tm.shape)
-    keeps = list(dropout_keep) if dropout_keep is not None and config.dropout > 0 else [None] * config.num_layers
+    keeps = list(dropout_keep) if dropout_keep is not None and config.dropout_rate > 0 else [None] * config.num_layers
     if edit is None and outputs == ("h",) and fast:  # training, evaluation: the same maths, faster
         first, tokens = params["layers"][0], None
         if config.vocab_size <= tokens_tm.size:
@@ -112,19 +112,19 @@ def run_layers(
             # whole window.
             x, tokens = params["embedding"] @ first["W"] + first["b"], tokens_tm
         new_carry, hs = fused.run_layers(cell, params["layers"], x, carry, dropout_keeps=keeps[:-1],
-                                         dropout=config.dropout, tokens=tokens)
-        return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keeps[-1], config.dropout, hs[-1])}]
+                                         dropout=config.dropout_rate, tokens=tokens)
+        return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keeps[-1], config.dropout_rate, hs[-1])}]
     new_carry, layer_states = [], []
     for layer, layer_params in enumerate(params["layers"]):
         if layer > 0:  # dropout between layers, never on the recurrent path
-            x = _dropout(keeps[layer - 1], config.dropout, x)
+            x = _dropout(keeps[layer - 1], config.dropout_rate, x)
         layer_edit = None if edit is None else functools.partial(edit, layer)
         c, states = cells.scan(cell, layer_params, cell.project_inputs(layer_params, x), carry[layer], outputs,
                                edit=layer_edit, edit_inputs=None if edit_inputs is None else edit_inputs[layer])
         new_carry.append(c)
         layer_states.append(states)
         x = states["h"]
-    layer_states[-1] = {**layer_states[-1], "h": _dropout(keeps[-1], config.dropout, x)}
+    layer_states[-1] = {**layer_states[-1], "h": _dropout(keeps[-1], config.dropout_rate, x)}
     return new_carry, layer_states
 
 

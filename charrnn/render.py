@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from rich.console import Group
 from rich.table import Table
@@ -98,6 +98,12 @@ def report(summaries, differences: dict[str, list[Any]]) -> Group:
     return Group(*parts)
 
 
+def _dropout(asked: Optional[float], in_use: Optional[float]) -> str:
+    if asked is not None:
+        return f"{asked:g}"
+    return "auto" if in_use is None else f"auto ({in_use:g} at this step)"
+
+
 def checkpoint_info(info: dict[str, Any]) -> Table:
     """`charrnn info` as a two-column table."""
     m = info["model"]
@@ -112,7 +118,7 @@ def checkpoint_info(info: dict[str, Any]) -> Table:
         ("checkpoint", info["checkpoint"]),
         ("format version", str(info["format_version"])),
         ("model", f"{m['num_layers']}-layer {m['cell'].upper()}, {m['hidden_size']} units, embedding "
-                  f"{m['embedding_size']}, dropout {m['dropout']}"),
+                  f"{m['embedding_size']}, dropout {_dropout(m['dropout'], info.get('dropout'))}"),
         ("parameters", f"{info['parameters']:,}"),
         ("vocabulary", f"{vocab['size']} symbols: {shown}"),
         ("step", f"{info['step']:,}" + ("" if info["epoch"] is None else f" (epoch {info['epoch']:.2f})")),

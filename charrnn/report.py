@@ -154,6 +154,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "epoch": ckpt.state.get("epoch"),
         "val_nats": ckpt.state.get("val_nats"),
         "best_val_nats": ckpt.state.get("best_val_nats"),
+        "dropout": ckpt.state.get("dropout", ckpt.model.dropout),  # the rate in use at this step
         "train": ckpt.train.to_dict(),
         "corpus": ckpt.corpus.to_dict(),
         "splits": ckpt.splits.to_dict(),

@@ -124,6 +124,7 @@ class Logged:
     train_nats: float  # mean over the steps since the last log
     grad_norm: float  # before clipping, at the last step
     learning_rate: float
+    dropout: float  # the rate in use (fitted to the run's length unless one was asked for)
     chars_per_s: float
     elapsed_s: float
     skipped_steps: int  # total non-finite steps skipped so far
@@ -160,7 +161,7 @@ def record(event) -> Optional[dict[str, Any]]:
     if isinstance(event, Logged):
         return {"event": "log", "step": event.step, "epoch": round(event.epoch, 4), "train_nats": event.train_nats,
                 "train_bpc": bpc(event.train_nats), "grad_norm": event.grad_norm,
-                "learning_rate": event.learning_rate, "chars_per_s": round(event.chars_per_s, 1),
+                "learning_rate": event.learning_rate, "dropout": event.dropout, "chars_per_s": round(event.chars_per_s, 1),
                 "elapsed_s": round(event.elapsed_s, 3), "skipped_steps": event.skipped_steps}
     if isinstance(event, Evaluated):
         return {"event": "eval", "step": event.step, "val_nats": event.val_nats, "val_bpc": bpc(event.val_nats),

@@ -167,7 +167,7 @@ def check_rtrl(model_config: ModelConfig, batch_size: int) -> None:
     """
     from . import rtrl
 
-    if model_config.dropout > 0:
+    if model_config.dropout:
         raise ConfigError("--gradient rtrl computes the gradient of the model without dropout; drop --dropout")
     cost = rtrl.cost(model_config)
     flops = cost.flops_per_character * batch_size

@@ -106,7 +106,7 @@ def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
 
     def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
         carry = jax.lax.stop_gradient(_reset(config, window, state.carry))
-        dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout > 0 else None
+        dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout_rate > 0 else None
         # The masks of the whole batch, drawn as one device would draw them: any number of devices takes the
         # same steps (each is handed its rows of them).
         keep = model.dropout_masks(dropout_key, model_config, x.shape[1], x.shape[0])

@@ -100,6 +100,7 @@ class Trainer:
                  should_stop: Callable[[], bool], placement: Optional[distributed.Placement]) -> None:
         self.corpus, self.model_config, self.config, self.out_dir = corpus, model_config, config, out_dir
         self.callback, self.should_stop = callback, should_stop
+        self.asked_model_config = model_config  # as given: dropout None is fitted to the run's length
         self.splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
         self.train_ids = corpus.ids[slice(*self.splits.train)]
         self.val_ids = corpus.ids[slice(*self.splits.val)]
@@ -109,6 +110,7 @@ class Trainer:
         if self.main:
             checkpoint.remove_stale_temporaries(out_dir)
         self.layout, self.warnings = data.plan(len(self.train_ids), config, self.placement.devices)
+        self.model_config = dataclasses.replace(model_config, dropout=self._initial_dropout(resume))
         self.schedule_steps = self.layout.total_steps  # what the learning rate decays over (None: constant)
         self.schedule = optim.learning_rate_schedule(config, self.schedule_steps)
         self.optimizer = optim.make_optimizer(config, self.schedule_steps)
@@ -119,6 +121,22 @@ class Trainer:
         self.last_eval_step: Optional[int] = None
         self.skipped = 0  # non-finite steps skipped so far
         self.not_finite = False  # the state to save holds a NaN or infinity (e.g. from a poisoned checkpoint)
+
+    def _fitted_dropout(self, total_steps: Optional[int]) -> float:
+        """The dropout rate for a run of `total_steps` steps: the one asked for, or (dropout None) the default for
+        the passes over the data they make (`optim.dropout_for_epochs`); none with RTRL, which cannot use it."""
+        asked = self.asked_model_config.dropout
+        if asked is not None:
+            return asked
+        if self.config.gradient == "rtrl" or total_steps is None:
+            return 0.0
+        return optim.dropout_for_epochs(total_steps / self.layout.steps_per_epoch)
+
+    def _initial_dropout(self, resume: Optional[checkpoint.Checkpoint]) -> float:
+        if (self.asked_model_config.dropout is None and self.layout.total_steps is None and resume is not None
+                and resume.state.get("dropout") is not None):
+            return float(resume.state["dropout"])  # a resumed run goes on with it until its first validation
+        return self._fitted_dropout(self.layout.total_steps)
 
     def _restore(self, resume: Optional[checkpoint.Checkpoint]) -> None:
         B = self.layout.batch_size
@@ -142,7 +160,7 @@ class Trainer:
             return
         p = self.placement
         runlog.write_run_info(self.out_dir, {
-            "model": self.model_config.to_dict(), "train": self.config.to_dict(), "corpus": self.corpus.info.to_dict(),
+            "model": self.asked_model_config.to_dict(), "train": self.config.to_dict(), "corpus": self.corpus.info.to_dict(),
             "splits": self.splits.to_dict(), "layout": dataclasses.asdict(self.layout),
             "resumed_from_step": self.start_step or None, "devices": p.devices, "processes": p.num_processes})
         self.records = runlog.MetricsWriter(self.out_dir, resume_step=self.start_step if self.resumed else None)
@@ -164,21 +182,29 @@ class Trainer:
         self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.steps_per_epoch,
                                  self.placement).lower(self.state, self.window_shape).compile()
 
-    def fit_schedule_to_time(self, seconds_per_step: float) -> None:
-        """With a time limit and no step limit (nor an earlier one), makes the learning rate decay over the steps
-        the remaining time holds at `seconds_per_step`, instead of staying constant: the schedule is rebuilt and
-        the step recompiled (the optimizer's state keeps its structure: only the schedule, a function of the step
-        count, changes). Every process computes the same (the time is agreed on, as for stopping)."""
+    def fit_to_time(self, seconds_per_step: float) -> None:
+        """With a time limit and no step limit, fits what depends on the run's length to the steps the remaining
+        time holds at `seconds_per_step`: the learning rate decays over them (with cosine decay) instead of
+        staying constant, and a default dropout (None) is the one for the passes over the data they make. The
+        schedule is rebuilt and the step recompiled (the optimizer's state keeps its structure: only the
+        schedule, a function of the step count, changes). Every process computes the same (the time is agreed
+        on, as for stopping)."""
         config = self.config
-        if config.max_time is None or config.decay != "cosine" or self.layout.total_steps is not None:
+        if config.max_time is None or self.layout.total_steps is not None:
             return
         left = config.max_time - (time.perf_counter() - self.t_start)
         fitted = int(self.placement.smallest(optim.steps_in_time(self.step, left, seconds_per_step)))
-        if self.schedule_steps is not None and abs(fitted - self.schedule_steps) <= 0.05 * self.schedule_steps:
+        dropout = self._fitted_dropout(fitted)
+        schedule_steps = fitted if config.decay == "cosine" else None
+        near = (schedule_steps == self.schedule_steps or self.schedule_steps is not None
+                and abs(fitted - self.schedule_steps) <= 0.05 * self.schedule_steps)
+        if near and dropout == self.model_config.dropout:
             return  # close enough: not worth a recompile
-        self.schedule_steps = fitted
-        self.schedule = optim.learning_rate_schedule(config, fitted)
-        self.optimizer = optim.make_optimizer(config, fitted)
+        if not near:
+            self.schedule_steps = schedule_steps
+            self.schedule = optim.learning_rate_schedule(config, schedule_steps)
+            self.optimizer = optim.make_optimizer(config, schedule_steps)
+        self.model_config = dataclasses.replace(self.model_config, dropout=dropout)
         self._compile_step()
 
     def emit(self, event) -> None:
@@ -263,7 +289,7 @@ class Trainer:
         chars = (self.step - self.log_step) * self.layout.batch_size * self.layout.seq_length
         self.emit(Logged(self.step, self.step / self.layout.steps_per_epoch,
                          float(np.mean(losses)) if losses else float("nan"), float(self.last_metrics["grad_norm"]),
-                         float(self.schedule(self.step)), chars / max(now - self.t_log, 1e-9),
+                         float(self.schedule(self.step)), self.model_config.dropout, chars / max(now - self.t_log, 1e-9),
                          self.elapsed_before + now - self.t_start, self.skipped))
         self.t_log, self.log_step = now, self.step
 
@@ -295,7 +321,7 @@ class Trainer:
         seconds = time.perf_counter() - te
         self.emit(Evaluated(self.step, val_nats, self.best, is_best, seconds, self.latest_path))
         if self.step > self.start_step:  # training and validation so far, per step
-            self.fit_schedule_to_time((time.perf_counter() - self.t_start) / (self.step - self.start_step))
+            self.fit_to_time((time.perf_counter() - self.t_start) / (self.step - self.start_step))
 
     def validate(self) -> float:
         """The validation loss in nats per character; without a validation split, the latest training loss
@@ -319,10 +345,10 @@ class Trainer:
         params, opt_state, carry, sensitivities = host_state
         info = {"best_val_nats": self.best, "val_nats": val_nats, "epoch": self.step / self.layout.steps_per_epoch,
                 "devices": self.placement.devices, "processes": self.placement.num_processes,
-                "schedule_steps": self.schedule_steps}
+                "schedule_steps": self.schedule_steps, "dropout": self.model_config.dropout}
         saved = steps.TrainState(params, opt_state, carry, np.asarray(self.step, np.int32), np.zeros((), np.int32),
                                  sensitivities)
-        blob = checkpoint.to_bytes(steps.to_checkpoint(saved, self.corpus, self.splits, self.model_config,
+        blob = checkpoint.to_bytes(steps.to_checkpoint(saved, self.corpus, self.splits, self.asked_model_config,
                                                        self.config, self.layout, info, self.history))
         # Best first: a crash between the two files leaves latest behind best, never a best model lost for good.
         for path in (self.best_path, self.latest_path) if is_best else (self.latest_path,):

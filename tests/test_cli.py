@@ -113,11 +113,19 @@ def test_train_rejects_an_unknown_encoding(tmp_path):
     ("--hidden-size", "0", "hidden-size"),
     ("--dropout", "1.0", "dropout"),
     ("--learning-rate", "-0.01", "learning-rate"),
+    ("--weight-decay", "-0.1", "weight-decay"),
     ("--seq-length", "0", "seq-length"),
 ])
 def test_train_rejects_options_out_of_range(tmp_path, option, value, named):
     corpus = write_corpus(tmp_path / "corpus.txt")
     assert_one_line_error(invoke("train", corpus, *TINY, option, value, "--out", tmp_path / "out"), named, value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_takes_a_dropout_rate_or_auto(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_one_line_error(invoke("train", corpus, *TINY, "--dropout", "some", "--out", tmp_path / "out"),
+                          "'some'", "dropout", "auto", code=2)
     assert not (tmp_path / "out").exists()
 
 
@@ -418,10 +426,13 @@ def test_info_describes_a_checkpoint(run):
 
     result = invoke("info", run["out"])
     assert result.exit_code == 0, result.output
-    for fragment in ("1-layer LSTM, 16 units", "parameters", "vocabulary", "step", "20", "format version", "sha256"):
+    for fragment in ("1-layer LSTM, 16 units", "parameters", "vocabulary", "step", "20", "format version", "sha256",
+                     "dropout auto ("):
         assert fragment in result.stdout
     details = json.loads(invoke("info", run["out"], "--json").stdout)
     assert details["step"] == 20 and details["model"]["cell"] == "lstm"
+    # The default dropout: asked for as "auto" (None), fitted to the run, the rate in use saved with the step.
+    assert details["model"]["dropout"] is None and 0.0 <= details["dropout"] < 1.0
     assert set(details["vocabulary"]["symbols"]) == set(CORPUS_TEXT)
 
 

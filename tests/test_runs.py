@@ -23,11 +23,6 @@ def test_a_time_budget_alone_lifts_the_epoch_limit(tmp_path):
     assert runs.prepare(corpus, options=options, given=given).config.max_epochs is None
 
 
-def test_steps_in_time_is_the_steps_the_time_left_holds():
-    assert optim.steps_in_time(100, seconds_left=30.0, seconds_per_step=0.1) == 400
-    assert optim.steps_in_time(100, seconds_left=0.0, seconds_per_step=0.1) == 101  # at least one more
-
-
 @pytest.mark.slow
 def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
@@ -43,10 +38,10 @@ def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp
 def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp_path):
     from conftest import CORPUS_TEXT
 
-    corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT * 5)
+    corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT)  # small: 8 s make many passes over it
     events = []
     finished = runs.train(corpus, out=tmp_path / "run", max_time=8.0, eval_every=25, log_every=5,
-                          warmup_steps=10, callback=events.append, **TINY)
+                          warmup_steps=10, callback=events.append, **{**TINY, "batch_size": 16})
     assert finished.reason == "max_time"
     rates = [e.learning_rate for e in events if type(e).__name__ == "Logged"]
     state = checkpoint.load(tmp_path / "run", prefer=checkpoint.LATEST).state
@@ -56,3 +51,23 @@ def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp
     assert rates[-1] < 0.8 * peak  # decayed towards the end of the time, not constant
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["train"]["max_epochs"] is None
+    # The default dropout too: none until the first validation has timed the steps, then the rate for the
+    # passes over this small corpus that the time holds (many: so not none).
+    rates = [e.dropout for e in events if type(e).__name__ == "Logged"]
+    assert rates[0] == 0.0 and rates[-1] > 0.0 and state["dropout"] == rates[-1]
+    assert info["model"]["dropout"] is None
+
+
+def test_a_default_dropout_is_the_one_for_the_passes_the_run_makes(tmp_path):
+    from conftest import CORPUS_TEXT
+
+    corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT)
+    events = []
+    runs.train(corpus, out=tmp_path / "run", max_epochs=12.0, eval_every=1000, log_every=5, callback=events.append,
+               **TINY)
+    ckpt = checkpoint.load(tmp_path / "run", prefer=checkpoint.LATEST)
+    expected = optim.dropout_for_epochs(12.0)
+    assert expected > 0.0  # 12 passes: past the point where dropout starts
+    assert {e.dropout for e in events if type(e).__name__ == "Logged"} == {expected}
+    assert ckpt.state["dropout"] == expected
+    assert ckpt.model.dropout is None  # as asked: a resumed run fits it again

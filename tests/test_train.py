@@ -106,18 +106,6 @@ def test_evaluation_covers_the_whole_split_with_full_context():
     assert got == pytest.approx(total / count, rel=1e-5)
 
 
-def test_learning_rate_warms_up_then_decays_to_the_floor():
-    config = TrainConfig(learning_rate=1e-2, warmup_steps=10, min_lr_ratio=0.1)
-    schedule = optim.learning_rate_schedule(config, 110)
-    assert float(schedule(0)) == 0.0
-    assert float(schedule(5)) == pytest.approx(5e-3)
-    assert float(schedule(10)) == pytest.approx(1e-2)
-    assert float(schedule(60)) == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5), rel=1e-4)  # half way down the cosine
-    assert float(schedule(110)) == pytest.approx(1e-3)
-    constant = optim.learning_rate_schedule(TrainConfig(learning_rate=1e-2, warmup_steps=0, decay="constant"), 110)
-    assert float(constant(100)) == pytest.approx(1e-2)
-
-
 # --- the loop on a real (tiny) corpus ------------------------------------------------------------------------
 
 PERIODIC = "the cat sat on a mat; " * 300

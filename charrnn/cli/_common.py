@@ -80,6 +80,20 @@ class Duration(click.ParamType):
         return float(match.group(1)) * self.units[match.group(2)]
 
 
+class DropoutRate(click.ParamType):
+    """A dropout rate in [0, 1), or "auto" (None: fitted to the passes over the data the run makes)."""
+
+    name = "rate|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or str(value).strip() == "auto":
+            return None
+        try:
+            return float(value)  # the model's configuration checks the range
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a dropout rate in [0, 1) nor 'auto'", param, ctx)
+
+
 class Coordinator(click.ParamType):
     """HOST:PORT of process 0 in a multi-process run, or "auto" (JAX detects a TPU pod, Slurm or Open MPI)."""
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_config, user_errors
+from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, abort_now, err, load_config, user_errors
 
 
 @main.command(epilog=EXAMPLES)
@@ -23,7 +23,7 @@ from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_confi
 @click.option("--hidden-size", type=int, default=256, show_default=True, help="Units per layer.")
 @click.option("--num-layers", type=int, default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--embedding-size", type=int, default=64, show_default=True, help="Character embedding size.")
-@click.option("--dropout", type=float, default=0.0, show_default=True, help="Dropout between layers and before the output, in [0, 1).")
+@click.option("--dropout", type=DropoutRate(), default="auto", show_default=True, help="Dropout between layers and before the output, in [0, 1); auto: none for a run of up to 5 passes over the data, more for more (docs/options.md).")
 @click.option("--seq-length", type=int, default=100, show_default=True, help="Characters per window (truncated-BPTT length T).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Contiguous streams per step (B).")
 @click.option("--learning-rate", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
@@ -31,6 +31,7 @@ from ._common import EXAMPLES, Coordinator, Duration, abort_now, err, load_confi
 @click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear learning-rate warm-up, in steps.")
 @click.option("--decay", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate decay after warm-up (cosine to 10% at the last step).")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip gradients to this global norm.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="Decoupled weight decay of the weight matrices (AdamW-style), >= 0.")
 @click.option("--gradient", type=click.Choice(["bptt", "rtrl"]), default="bptt", show_default=True, help="How gradients are computed: truncated backpropagation through time, or real-time recurrent learning (exact, forward in time; small networks only, one device).")
 @click.option("--state-reset", type=click.Choice(["epoch", "never"]), default="epoch", show_default=True, help="Start every stream from the zero state at each epoch, or never (continuous training: the state is carried across epochs).")
 @click.option("--update-every", type=int, default=None, help="With --gradient rtrl: characters between weight updates  [default: --seq-length]")
