@@ -14,6 +14,12 @@ Prints ONE JSON line. What it measures, per batch size B (the number of samples 
 - median_s: the median over --rounds timed calls, each taken in a quiet moment of the shared machine with the
   foreign load (other people's CPU use, in cores) reported in `rounds`.
 - batch_speedup: chars_per_s at the largest batch size / at batch 1.
+- gflops, utilisation: the matmul arithmetic of the characters generated per second, and that as a fraction of
+  the float32 matmul peak measured in this run (`machine.matmul_peak_gflops`, the best of the step's own
+  product shapes and a big square one). The arithmetic counted per character is that of the recurrent and
+  output products, 2·(H·GH + (L−1)·(H·GH + H·GH) + H·V) FLOPs: the first layer's input projection is not
+  counted (a gather from a projected embedding table does it), so the figure never flatters. Batch 1 is bound
+  by reading the weights, not by arithmetic: its utilisation is low by nature; batch 64 is the one to watch.
 - --compare-torch: the same architecture in PyTorch (nn.Embedding, nn.LSTM/GRU/RNN, nn.Linear, random weights,
   torch.no_grad, 2 threads), sampled the usual way: one character per call, softmax and torch.multinomial,
   feed it back. Rounds alternate (ours, PyTorch) so that machine noise hits both alike; speedup = our
@@ -90,6 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--corpus", default=machine.TINYSHAKESPEARE, help="where the vocabulary comes from")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--compare-torch", action="store_true")
+    p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--torch-python", default=machine.TORCH_PYTHON)
     machine.add_quiet_arguments(p)
     machine.add_torch_malloc_argument(p)
@@ -167,6 +174,20 @@ def main(argv=None) -> dict:
             entry.update(torch_chars_per_s=round(b * args.length / tmed, 1), torch_median_s=round(tmed, 3),
                          speedup=round(tmed / med, 2))
         out[f"batch_{b}"] = entry
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[args.cell]
+    H, GH, L, V = args.hidden_size, gates * args.hidden_size, args.num_layers, mc.vocab_size
+    flops_per_char = 2 * (H * GH + (L - 1) * 2 * H * GH + H * V)
+    out["flops_per_char"] = flops_per_char
+    for b in args.batch_sizes:
+        out[f"batch_{b}"]["gflops"] = round(out[f"batch_{b}"]["chars_per_s"] * flops_per_char / 1e9, 1)
+    if not args.no_peak:
+        big = max(args.batch_sizes)
+        shapes = [(big, H, GH), (big, H, 2 * GH), (big, 2 * H, GH), (1024, 1024, 1024)]
+        peaks, _ = machine.quiet(args, lambda: machine.matmul_peak_gflops(shapes))
+        peak = max(peaks.values())
+        out.update(matmul_peak_gflops=peak, matmul_gflops=peaks)
+        for b in args.batch_sizes:
+            out[f"batch_{b}"]["utilisation"] = round(out[f"batch_{b}"]["gflops"] / peak, 3)
     lo, hi = min(args.batch_sizes), max(args.batch_sizes)
     if lo != hi:
         out["batch_speedup"] = round(out[f"batch_{hi}"]["chars_per_s"] / out[f"batch_{lo}"]["chars_per_s"], 2)
