@@ -58,6 +58,14 @@ def test_weight_decay_shrinks_the_matrices_and_leaves_the_biases_alone():
     np.testing.assert_allclose(updates["W"], adam["W"] - lr * decay * params["W"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(updates["b"], adam["b"], rtol=1e-5, atol=1e-7)
     # Without decay the optimizer is plain Adam (the state older checkpoints hold).
-    plain = optim.make_optimizer(TrainConfig(learning_rate=lr, warmup_steps=0, decay="constant", grad_clip=1e9), None)
+    plain = optim.make_optimizer(TrainConfig(learning_rate=lr, warmup_steps=0, decay="constant", grad_clip=1e9,
+                                             weight_decay=0.0), None)
     updates, _ = plain.update(as_jax(grads), plain.init(as_jax(params)), as_jax(params))
     np.testing.assert_allclose(updates["W"], adam["W"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_configuration_saved_before_weight_decay_existed_trains_without_it():
+    # Its Adam state has the plain optimizer's structure, and it was trained without decay: resuming keeps both.
+    assert TrainConfig.from_dict({"batch_size": 4}).weight_decay == 0.0
+    assert TrainConfig.from_dict({"batch_size": 4, "weight_decay": 0.3}).weight_decay == 0.3
+    assert TrainConfig().weight_decay > 0.0  # while a new run decays by default
