@@ -47,8 +47,15 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str]) -> dict:
         if done.returncode != 0:
             raise SystemExit(f"charrnn failed:\n{done.stderr[-2000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
+        run = json.loads((Path(out) / "run.json").read_text())
+        logs = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()
+                if '"event": "log"' in line]
+        # What the run actually was (defaults change between commits): its model, and the dropout it ended with.
+        model = {k: run["model"][k] for k in ("cell", "hidden_size", "num_layers", "dropout")}
         return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
-                "args": extra}
+                "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
+                "dropout_at_end": logs[-1].get("dropout") if logs else None,
+                "epochs": logs[-1]["epoch"] if logs else None}
 
 
 def gpt_run(corpus: Path, budget: str, torch_python: str) -> dict:
