@@ -161,7 +161,8 @@ def record(event) -> Optional[dict[str, Any]]:
     if isinstance(event, Logged):
         return {"event": "log", "step": event.step, "epoch": round(event.epoch, 4), "train_nats": event.train_nats,
                 "train_bpc": bpc(event.train_nats), "grad_norm": event.grad_norm,
-                "learning_rate": event.learning_rate, "dropout": event.dropout, "chars_per_s": round(event.chars_per_s, 1),
+                "learning_rate": event.learning_rate, "dropout": event.dropout,
+                "chars_per_s": round(event.chars_per_s, 1),
                 "elapsed_s": round(event.elapsed_s, 3), "skipped_steps": event.skipped_steps}
     if isinstance(event, Evaluated):
         return {"event": "eval", "step": event.step, "val_nats": event.val_nats, "val_bpc": bpc(event.val_nats),

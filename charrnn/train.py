@@ -160,7 +160,8 @@ class Trainer:
             return
         p = self.placement
         runlog.write_run_info(self.out_dir, {
-            "model": self.asked_model_config.to_dict(), "train": self.config.to_dict(), "corpus": self.corpus.info.to_dict(),
+            "model": self.asked_model_config.to_dict(), "train": self.config.to_dict(),
+            "corpus": self.corpus.info.to_dict(),
             "splits": self.splits.to_dict(), "layout": dataclasses.asdict(self.layout),
             "resumed_from_step": self.start_step or None, "devices": p.devices, "processes": p.num_processes})
         self.records = runlog.MetricsWriter(self.out_dir, resume_step=self.start_step if self.resumed else None)
@@ -289,7 +290,8 @@ class Trainer:
         chars = (self.step - self.log_step) * self.layout.batch_size * self.layout.seq_length
         self.emit(Logged(self.step, self.step / self.layout.steps_per_epoch,
                          float(np.mean(losses)) if losses else float("nan"), float(self.last_metrics["grad_norm"]),
-                         float(self.schedule(self.step)), self.model_config.dropout, chars / max(now - self.t_log, 1e-9),
+                         float(self.schedule(self.step)), self.model_config.dropout,
+                         chars / max(now - self.t_log, 1e-9),
                          self.elapsed_before + now - self.t_start, self.skipped))
         self.t_log, self.log_step = now, self.step
 
