@@ -203,7 +203,8 @@ class TrainingView:
         layout = self.layout
         epoch_index, in_epoch = divmod(event.step, layout.steps_per_epoch)
         skipped = f"  {event.skipped_steps} skipped" if event.skipped_steps else ""
-        info = (f"{self._train_text(event)}  val {self.val_text}  lr {event.learning_rate:.2e}  "
+        dropout = f"  dropout {event.dropout:g}" if event.dropout else ""
+        info = (f"{self._train_text(event)}  val {self.val_text}  lr {event.learning_rate:.2e}{dropout}  "
                 f"{event.chars_per_s:,.0f} chars/s{skipped}")
         self.progress.update(self.epoch_task, description=f"epoch {epoch_index + 1}{self.epochs_of}",
                              completed=in_epoch, info=info)
