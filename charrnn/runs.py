@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import checkpoint, data, distributed
+from . import checkpoint, data, distributed, sizing
 from .config import ConfigError, ModelConfig, TrainConfig
 from .text import Corpus, CorpusError, UnknownCharactersError, read_text
 
@@ -43,6 +43,7 @@ class PreparedRun:
       resume: the checkpoint to continue from, or None.
       overwrite: whether `out` may already hold checkpoints (--force, or the run being resumed).
       placement: the devices, fitted to the batch (`charrnn.distributed.fit_placement`).
+      fitted_width: how the width was fitted to the time budget (`charrnn.sizing.fit_width`), or None.
     """
 
     corpus: Corpus
@@ -52,6 +53,7 @@ class PreparedRun:
     resume: Optional[checkpoint.Checkpoint]
     overwrite: bool
     placement: distributed.Placement
+    fitted_width: Optional[sizing.FittedWidth] = None
 
 
 def prepare(
@@ -72,8 +74,10 @@ def prepare(
 
     Args:
       corpus_path: the text to train on (default: the bundled corpus, or when resuming the run's own corpus).
-      options: `ModelConfig` (`MODEL_OPTIONS`) and `TrainConfig` fields; missing ones take their defaults. When
-        resuming, the checkpoint's settings are used, and only `RESUME_MAY_CHANGE` may differ from them.
+      options: `ModelConfig` (`MODEL_OPTIONS`) and `TrainConfig` fields; missing ones take their defaults, but
+        a missing (or None) hidden_size is fitted to the run (`charrnn.sizing.fit_width`: to its time, when only
+        `max_time` limits it). When resuming, the checkpoint's settings are used, and only
+        `RESUME_MAY_CHANGE` may differ from them.
       given: which of `options` the user set (default: all of them): only those are checked against a resumed
         checkpoint, so a default never counts as asking for a change.
       out: the output directory (default: runs/<corpus name>, numbered if taken; when resuming, the run's own).
@@ -101,7 +105,10 @@ def prepare(
         checkpoint_dir = resume if resume.is_dir() else resume.parent
         out = out if out is not None else checkpoint_dir
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=on_encode)
+    fit_width = ckpt is None and options.get("hidden_size") is None  # no width given: `charrnn.sizing` picks it
     if ckpt is None:
+        if fit_width:
+            options["hidden_size"] = sizing.DEFAULT_WIDTH  # until `sizing.fit_width` below
         model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in MODEL_OPTIONS
                                                                     if k in options})
         config = TrainConfig(**options)
@@ -109,10 +116,14 @@ def prepare(
         corpus = corpus_for_checkpoint(ckpt, corpus, force)
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
+    fitted = None
+    if fit_width:
+        val = data.split(len(corpus.ids), config.val_fraction, config.test_fraction).val
+        model_config, fitted = sizing.fit_width(model_config, config, val[1] - val[0], placement)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
-    return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement)
+    return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement, fitted)
 
 
 def fit_devices(num_symbols: int, model_config: ModelConfig, config: TrainConfig,

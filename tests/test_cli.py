@@ -129,6 +129,22 @@ def test_train_takes_a_dropout_rate_or_auto(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_train_takes_a_width_or_auto(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert_one_line_error(invoke("train", corpus, *TINY, "--hidden-size", "wide", "--out", tmp_path / "out"),
+                          "'wide'", "hidden-size", "auto", code=2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_fits_the_width_to_a_time_budget_and_says_so(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    small = ["--num-layers", "1", "--embedding-size", "8", *TINY_WINDOWS, "--sample-every", "0"]
+    result = invoke("train", corpus, *small, "--max-time", "2s", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    width = json.loads((tmp_path / "out" / "run.json").read_text())["model"]["hidden_size"]
+    assert f"({width} units, the width for 2 s on this machine" in result.output
+
+
 def test_train_refuses_to_overwrite_checkpoints_in_out_without_force(run, tmp_path):
     taken = tmp_path / "taken"
     shutil.copytree(run["out"], taken)

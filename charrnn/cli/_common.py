@@ -94,6 +94,20 @@ class DropoutRate(click.ParamType):
             self.fail(f"{value!r} is neither a dropout rate in [0, 1) nor 'auto'", param, ctx)
 
 
+class Width(click.ParamType):
+    """Units per layer, or "auto" (None: fitted to a --max-time budget, else the default; see charrnn.sizing)."""
+
+    name = "units|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or str(value).strip() == "auto":
+            return None
+        try:
+            return int(value)  # the model's configuration checks the range
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a number of units nor 'auto'", param, ctx)
+
+
 class Coordinator(click.ParamType):
     """HOST:PORT of process 0 in a multi-process run, or "auto" (JAX detects a TPU pod, Slurm or Open MPI)."""
 

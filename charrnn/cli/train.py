@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, abort_now, err, load_config, user_errors
+from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, Width, abort_now, err, load_config, user_errors
 
 
 @main.command(epilog=EXAMPLES)
@@ -20,7 +20,7 @@ from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, abort_now, er
 @click.argument("corpus", required=False, type=click.Path(path_type=Path))
 @click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), default="lstm", show_default=True, help="Recurrent cell (equations in docs/model.md).")
 @click.option("--activation", type=click.Choice(["tanh", "relu", "identity"]), default="tanh", show_default=True, help="The vanilla RNN's activation (--cell rnn only).")
-@click.option("--hidden-size", type=int, default=384, show_default=True, help="Units per layer.")
+@click.option("--hidden-size", type=Width(), default="auto", show_default=True, help="Units per layer; auto: 384, or with --max-time alone the width that budget affords on this machine (docs/options.md).")
 @click.option("--num-layers", type=int, default=2, show_default=True, help="Stacked recurrent layers.")
 @click.option("--embedding-size", type=int, default=64, show_default=True, help="Character embedding size.")
 @click.option("--dropout", type=DropoutRate(), default="auto", show_default=True, help="Dropout between layers and before the output, in [0, 1); auto: none for a run of up to 5 passes over the data, more for more (docs/options.md).")
@@ -171,7 +171,11 @@ def _announce(run, out_dir) -> None:
     p, mc, corpus = run.placement, run.model_config, run.corpus
     where = "" if p.devices == 1 else f" on {p.devices} {p.kind} devices" + (
         f" in {p.num_processes} processes" if p.num_processes > 1 else "")
-    err.print(f"Training a {mc.num_layers}-layer {mc.cell.upper()} ({mc.hidden_size} units) on "
+    fitted = run.fitted_width
+    width = f"{mc.hidden_size} units" + ("" if fitted is None else
+                                        f", the width for {fitted.seconds:g} s on this machine: about "
+                                        f"{fitted.chars_per_parameter:.1f} characters read per parameter")
+    err.print(f"Training a {mc.num_layers}-layer {mc.cell.upper()} ({width}) on "
               f"[bold]{escape(corpus.info.path)}[/] ({len(corpus.ids):,} "
               f"{'bytes' if corpus.info.byte_level else 'characters'}, vocabulary {len(corpus.vocab)}){where}; "
               f"checkpoints in [bold]{escape(str(out_dir))}[/]")

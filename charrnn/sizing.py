@@ -1,0 +1,162 @@
+"""How wide a network a time budget affords: the default width of a run that only a time limit stops.
+
+A wider network learns more from each character it reads, but in the same time it reads fewer: its work per
+character grows as H². Between the two lies a best width for each budget. On tinyshakespeare, in ten minutes on a
+2-core CPU, 2×384 beat 2×256 and 2×512; in three minutes 2×256 beat 2×384 (benchmarks/README.md, "Time to
+quality"). In both the winner is the widest network that reads at least `CHARS_PER_PARAMETER` characters per
+parameter in the time; that is the rule here::
+
+    characters read(H) = seconds × training share × speed / (3 × multiply-adds per character(H))
+    width = the H (a multiple of `WIDTH_MULTIPLE`) nearest to where characters read(H) / parameters(H) = K
+
+`speed` is the multiply-adds per second that training sustains on this machine (a character costs its forward
+products three times over: forward, and backward to the inputs and to the weights), estimated in a fraction
+of a second by `measure_speed` (a short recurrence of the training's own product shape, scaled by
+`PROBE_TO_TRAINING`, measured once on the reference machine). The width goes as the fourth root of the budget
+times the speed, so an estimate 30% off moves it by 7%, about one multiple of 32.
+
+`charrnn.runs.prepare` (so `charrnn train` and `runs.train`) uses it when the width is not given and the run is
+limited by time alone; every other run gets `DEFAULT_WIDTH`. A run over several processes gets `DEFAULT_WIDTH`
+too: each process would measure its own speed, and they must agree on the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import TYPE_CHECKING, Optional
+
+import jax
+import jax.numpy as jnp
+
+from .config import ModelConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from . import distributed
+
+DEFAULT_WIDTH = ModelConfig.__dataclass_fields__["hidden_size"].default  # without a time budget
+# K: between the Linux source's 2×384 in 10 minutes (4.1 per parameter; 2×256 did better) and tinyshakespeare's
+# (4.9; better than 2×256 and 2×512). In 3 minutes on tinyshakespeare 2×256 (7.3) beat 2×384 (1.5).
+CHARS_PER_PARAMETER = 4.5
+WIDTH_MULTIPLE = 32
+MIN_WIDTH, MAX_WIDTH = 64, 2048
+# Training's multiply-adds per second over the probe's on the reference machine (2-core Xeon, 2 devices; LSTM
+# 2×384, batch 32 × window 100: 16,546 characters a second × 3 × 1.89 M = 94 G/s, the probe 77-82 G/s). Above 1:
+# training's weight gradients are whole-window products, faster than the probe's thin recurrent ones.
+PROBE_TO_TRAINING = 1.19
+TRAINING_COST = 3.0  # a training character costs about 3 forward passes (forward, then backward: 2 products)
+PROBE_WIDTH, PROBE_STEPS, PROBE_WARMUP, PROBE_RUNS = 256, 256, 4, 10  # 30 ms a run on the reference machine
+
+
+@dataclasses.dataclass(frozen=True)
+class FittedWidth:
+    """Why a run got its width: `width` for `seconds` of training at `speed` multiply-adds a second, where it
+    reads about `chars_per_parameter` characters per parameter."""
+
+    width: int
+    seconds: float
+    speed: float
+    chars_per_parameter: float
+
+
+def _matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
+    """The shapes of the weight matrices `charrnn.model.init` makes for `config`, the embedding first."""
+    from . import cells
+
+    G, H, E, V = cells.get(config.cell, config.activation).num_gates, config.hidden_size, config.embedding_size, \
+        config.vocab_size
+    layers = [shape for layer in range(config.num_layers) for shape in ((E if layer == 0 else H, G * H), (H, G * H))]
+    return [(V, E), *layers, (H, V)]
+
+
+def parameter_count(config: ModelConfig) -> int:
+    """The number of scalars `charrnn.model.init` makes for `config`: the matrices and their biases."""
+    from . import cells
+
+    biases = config.num_layers * cells.get(config.cell, config.activation).num_gates * config.hidden_size
+    return sum(rows * cols for rows, cols in _matrix_shapes(config)) + biases + config.vocab_size
+
+
+def multiply_adds_per_char(config: ModelConfig) -> int:
+    """Forward multiply-adds per character: every weight matrix once (the embedding is a lookup, no product)."""
+    return sum(rows * cols for rows, cols in _matrix_shapes(config)[1:])
+
+
+def training_share(config: TrainConfig, val_chars: int) -> float:
+    """The fraction of a run's time spent training rather than validating: every `config.eval_every` steps the
+    whole validation text is read once, forward only (a third of a training character's work)."""
+    trained = config.eval_every * config.batch_size * config.window * TRAINING_COST
+    return trained / (trained + val_chars)
+
+
+def chars_read(seconds: float, config: ModelConfig, speed: float, share: float = 1.0) -> float:
+    """The characters a run of `seconds` reads, training `config` at `speed` multiply-adds a second
+    for `share` of the time."""
+    return seconds * share * speed / (TRAINING_COST * multiply_adds_per_char(config))
+
+
+def width_for_time(seconds: float, config: ModelConfig, speed: float, share: float = 1.0) -> FittedWidth:
+    """The width for a run of `config`'s shape (its `hidden_size` is replaced) that trains for `seconds` at
+    `speed` multiply-adds a second, `share` of the time: the multiple of `WIDTH_MULTIPLE` nearest to
+    where the characters read per parameter fall to `CHARS_PER_PARAMETER`, within [MIN_WIDTH, MAX_WIDTH]."""
+
+    def per_parameter(width: float) -> float:
+        c = dataclasses.replace(config, hidden_size=max(1, int(round(width))))
+        return chars_read(seconds, c, speed, share) / parameter_count(c)
+
+    low, high = 1.0, float(MAX_WIDTH)  # per_parameter falls as the width grows: bisect for K
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if per_parameter(mid) >= CHARS_PER_PARAMETER else (low, mid)
+    width = int(min(MAX_WIDTH, max(MIN_WIDTH, WIDTH_MULTIPLE * round(low / WIDTH_MULTIPLE))))
+    return FittedWidth(width, seconds, speed, per_parameter(width))
+
+
+def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] = None) -> float:
+    """An estimate of the multiply-adds per second that training sustains (forward and backward) with
+    `batch_size` streams split over `placement`'s devices (default: the first device): a jitted recurrence
+    ``h <- tanh(h @ U)``, (B, 256) @ (256, 1024) for 256 steps with B split as training splits it, timed (the
+    best of `PROBE_RUNS` runs after `PROBE_WARMUP`; 0.6 s in all on the reference machine), times
+    `PROBE_TO_TRAINING`."""
+    if placement is None:
+        put_rows = put_whole = jax.devices()[0]
+    else:
+        put_rows, put_whole = placement.batch, placement.replicated
+    U = jax.device_put(jnp.full((PROBE_WIDTH, 4 * PROBE_WIDTH), 1.0 / PROBE_WIDTH, jnp.float32), put_whole)
+    h0 = jax.device_put(jnp.ones((batch_size, PROBE_WIDTH), jnp.float32), put_rows)
+
+    @jax.jit
+    def recurrence(h, U):
+        def step(h, _):
+            a = jnp.tanh(h @ U)
+            return a[:, :PROBE_WIDTH] + a[:, PROBE_WIDTH:2 * PROBE_WIDTH], None
+
+        return jax.lax.scan(step, h, None, length=PROBE_STEPS)[0]
+
+    for _ in range(PROBE_WARMUP):  # the first runs are slower, while the caches and clocks settle
+        recurrence(h0, U).block_until_ready()
+    best = math.inf
+    for _ in range(PROBE_RUNS):
+        t0 = time.perf_counter()
+        recurrence(h0, U).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return PROBE_TO_TRAINING * PROBE_STEPS * batch_size * PROBE_WIDTH * 4 * PROBE_WIDTH / best
+
+
+def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
+              placement: Optional["distributed.Placement"] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
+    """`model_config` with the width for `config`'s run: fitted to its time (`width_for_time`, at the speed
+    `measure_speed` finds on `placement`) when only the clock stops it (`time_limited`), it trains by
+    backpropagation, and one process runs it; else `DEFAULT_WIDTH`. Returns the config and how the width was
+    fitted (None: the default)."""
+    if not time_limited(config) or config.gradient != "bptt" or (placement and placement.num_processes > 1):
+        return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
+    speed = measure_speed(config.batch_size, placement)
+    fitted = width_for_time(config.max_time, model_config, speed, training_share(config, val_chars))
+    return dataclasses.replace(model_config, hidden_size=fitted.width), fitted
+
+
+def time_limited(config: TrainConfig) -> bool:
+    """Whether only the clock stops `config`'s run (no step or epoch limit), so that its width may be fitted."""
+    return config.max_time is not None and config.max_steps is None and config.max_epochs is None

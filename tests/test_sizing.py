@@ -1,0 +1,92 @@
+"""The width a time budget affords: the model's size and work counted by hand and against the real model, the
+rule's fixed point and its fourth-root scaling, and which runs get a fitted width at all."""
+
+import dataclasses
+
+import jax
+import pytest
+
+from charrnn import model, runs, sizing
+from charrnn.config import ModelConfig, TrainConfig
+from conftest import write_corpus
+
+TINY = dict(hidden_size=16, num_layers=1, embedding_size=8, seq_length=16, batch_size=4, sample_every=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_the_parameter_count_is_the_real_models(cell, num_layers):
+    config = ModelConfig(vocab_size=11, cell=cell, hidden_size=24, num_layers=num_layers, embedding_size=5)
+    assert sizing.parameter_count(config) == model.num_parameters(model.init(jax.random.PRNGKey(0), config))
+
+
+def test_the_work_per_character_is_every_weight_matrix_once():
+    # LSTM, V 10, E 4, H 8, two layers: W0 4×32, U0 8×32, W1 8×32, U1 8×32, head 8×10 (the embedding is a lookup).
+    config = ModelConfig(vocab_size=10, cell="lstm", hidden_size=8, num_layers=2, embedding_size=4)
+    assert sizing.multiply_adds_per_char(config) == 4 * 32 + 8 * 32 + 8 * 32 + 8 * 32 + 8 * 10
+
+
+def test_validation_takes_its_share_of_the_time():
+    config = TrainConfig(eval_every=100, batch_size=10, seq_length=10)  # 10,000 characters trained between checks
+    # Training costs 3 forward passes a character, validation one: 30,000 units of work against 10,000.
+    assert sizing.training_share(config, val_chars=10_000) == pytest.approx(0.75)
+
+
+def speed_for(width: int, config: ModelConfig, seconds: float) -> float:
+    """The speed at which a run of `seconds` reads exactly K characters per parameter at `width` (by hand)."""
+    c = dataclasses.replace(config, hidden_size=width)
+    return (sizing.CHARS_PER_PARAMETER * sizing.parameter_count(c) * sizing.TRAINING_COST
+            * sizing.multiply_adds_per_char(c) / seconds)
+
+
+def test_the_width_is_where_the_characters_read_per_parameter_reach_k():
+    config = ModelConfig(vocab_size=65)
+    fitted = sizing.width_for_time(600.0, config, speed_for(256, config, 600.0))
+    assert fitted.width == 256 and fitted.chars_per_parameter == pytest.approx(sizing.CHARS_PER_PARAMETER)
+    # A little faster (or longer) is still 256; far faster is wider; half the validation share is narrower.
+    assert sizing.width_for_time(600.0, config, 1.1 * speed_for(256, config, 600.0)).width == 256
+    assert sizing.width_for_time(600.0, config, speed_for(256, config, 600.0), share=0.5).width < 256
+
+
+def test_the_width_grows_as_the_fourth_root_of_the_budget():
+    # Work and parameters both grow as H² (for H much larger than the vocabulary and embedding): the characters
+    # read per parameter fall as H⁴, so 16 times the budget is twice the width, near enough.
+    config = ModelConfig(vocab_size=65, embedding_size=64)
+    speed = speed_for(320, config, 60.0)
+    widths = [sizing.width_for_time(seconds, config, speed).width for seconds in (60.0, 960.0)]
+    assert widths[0] == 320 and 576 <= widths[1] <= 640
+
+
+def test_the_width_stays_within_bounds():
+    config = ModelConfig(vocab_size=65)
+    assert sizing.width_for_time(1e-3, config, 1e9).width == sizing.MIN_WIDTH
+    assert sizing.width_for_time(1e9, config, 1e12).width == sizing.MAX_WIDTH
+
+
+def test_the_speed_probe_measures_something():
+    speed = sizing.measure_speed(batch_size=8)
+    assert 1e6 < speed < 1e16  # multiply-adds a second: at least a slow core's, at most a large accelerator's
+
+
+def test_only_a_run_that_time_alone_limits_gets_a_fitted_width():
+    config = ModelConfig(vocab_size=65)
+    timed = TrainConfig(max_time=60.0, max_epochs=None)
+    fitted_config, fitted = sizing.fit_width(config, timed, val_chars=10_000)
+    assert fitted is not None and fitted_config.hidden_size == fitted.width
+    assert fitted.width % sizing.WIDTH_MULTIPLE == 0
+    for other in (TrainConfig(), TrainConfig(max_time=60.0), TrainConfig(max_time=60.0, max_epochs=None,
+                                                                           max_steps=100),
+                  TrainConfig(max_time=60.0, max_epochs=None, gradient="rtrl")):
+        unfitted, why = sizing.fit_width(config, other, val_chars=10_000)
+        assert why is None and unfitted.hidden_size == sizing.DEFAULT_WIDTH
+
+
+def test_prepare_fits_the_width_only_when_none_is_given(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    small = {k: v for k, v in TINY.items() if k != "hidden_size"}
+    fitted = runs.prepare(corpus, options={**small, "max_time": 60.0})
+    assert fitted.fitted_width is not None and fitted.model_config.hidden_size == fitted.fitted_width.width
+    given = runs.prepare(corpus, options={**TINY, "max_time": 60.0})
+    assert given.fitted_width is None and given.model_config.hidden_size == 16
+    untimed = runs.prepare(corpus, options={**small, "hidden_size": None})
+    assert untimed.fitted_width is None and untimed.model_config.hidden_size == sizing.DEFAULT_WIDTH
