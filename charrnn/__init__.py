@@ -15,6 +15,7 @@ Modules (docs/layout.md; the API in docs/python-api.md):
     fused          the fast training path: the same equations with a hand-written backward pass
     model          embedding -> stacked layers -> head: init, forward, loss, position_nll, step
     optim          the optimizer and its learning-rate schedule, as optax pieces
+    sizing         the width a time budget affords on this machine: measure_speed, width_for_time, fit_width
     steps          TrainState and the builders of the jitted train step; to and from a checkpoint
     validation     the loss over a whole split: make_evaluate, Validator
     train          the training loop: train, and the Trainer that keeps its bookkeeping
