@@ -107,23 +107,29 @@ def prepare(
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=on_encode)
     fit_width = ckpt is None and options.get("hidden_size") is None  # no width given: `charrnn.sizing` picks it
     if ckpt is None:
-        if fit_width:
-            options["hidden_size"] = sizing.DEFAULT_WIDTH  # until `sizing.fit_width` below
-        model_config = ModelConfig(vocab_size=len(corpus.vocab), **{k: options.pop(k) for k in MODEL_OPTIONS
-                                                                    if k in options})
-        config = TrainConfig(**options)
+        model_config, config = new_configs(len(corpus.vocab), options)
     else:
         corpus = corpus_for_checkpoint(ckpt, corpus, force)
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
     fitted = None
     if fit_width:
-        val = data.split(len(corpus.ids), config.val_fraction, config.test_fraction).val
-        model_config, fitted = sizing.fit_width(model_config, config, val[1] - val[0], placement)
+        start, end = data.split(len(corpus.ids), config.val_fraction, config.test_fraction).val
+        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
     return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement, fitted)
+
+
+def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
+    """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
+    or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change)."""
+    options = dict(options)
+    model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
+    if model.get("hidden_size") is None:
+        model["hidden_size"] = sizing.DEFAULT_WIDTH
+    return ModelConfig(vocab_size=vocab_size, **model), TrainConfig(**options)
 
 
 def fit_devices(num_symbols: int, model_config: ModelConfig, config: TrainConfig,
