@@ -80,32 +80,32 @@ class Duration(click.ParamType):
         return float(match.group(1)) * self.units[match.group(2)]
 
 
-class DropoutRate(click.ParamType):
+class OrAuto(click.ParamType):
+    """A number, or "auto" (None: the library fits the value to the run). A subclass says how to read the
+    number (`number`; the configuration checks its range) and names it for the error (`what`)."""
+
+    number: type
+    what: str
+
+    def convert(self, value, param, ctx):
+        if value is None or str(value).strip() == "auto":
+            return None
+        try:
+            return self.number(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither {self.what} nor 'auto'", param, ctx)
+
+
+class DropoutRate(OrAuto):
     """A dropout rate in [0, 1), or "auto" (None: fitted to the passes over the data the run makes)."""
 
-    name = "rate|auto"
-
-    def convert(self, value, param, ctx):
-        if value is None or str(value).strip() == "auto":
-            return None
-        try:
-            return float(value)  # the model's configuration checks the range
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is neither a dropout rate in [0, 1) nor 'auto'", param, ctx)
+    name, number, what = "rate|auto", float, "a dropout rate in [0, 1)"
 
 
-class Width(click.ParamType):
+class Width(OrAuto):
     """Units per layer, or "auto" (None: fitted to a --max-time budget, else the default; see charrnn.sizing)."""
 
-    name = "units|auto"
-
-    def convert(self, value, param, ctx):
-        if value is None or str(value).strip() == "auto":
-            return None
-        try:
-            return int(value)  # the model's configuration checks the range
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is neither a number of units nor 'auto'", param, ctx)
+    name, number, what = "units|auto", int, "a number of units"
 
 
 class Coordinator(click.ParamType):
