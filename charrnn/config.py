@@ -98,6 +98,12 @@ class TrainConfig(DictRoundTrip):
     update_every: Optional[int] = None  # rtrl: characters per weight update (default: seq_length)
 
     @property
+    def time_limited(self) -> bool:
+        """Whether only the clock stops the run (`max_time`, and no step or epoch limit): what depends on the run's
+        length (the learning-rate decay, the default dropout and width) is then fitted to the time."""
+        return self.max_time is not None and self.max_steps is None and self.max_epochs is None
+
+    @property
     def window(self) -> int:
         """Characters per step: `update_every` for RTRL when given, else `seq_length`."""
         return self.update_every if self.gradient == "rtrl" and self.update_every else self.seq_length

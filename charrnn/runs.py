@@ -105,7 +105,7 @@ def prepare(
         checkpoint_dir = resume if resume.is_dir() else resume.parent
         out = out if out is not None else checkpoint_dir
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=on_encode)
-    fit_width = ckpt is None and options.get("hidden_size") is None  # no width given: `charrnn.sizing` picks it
+    no_width = ckpt is None and options.get("hidden_size") is None  # `charrnn.sizing` picks it
     if ckpt is None:
         model_config, config = new_configs(len(corpus.vocab), options)
     else:
@@ -113,7 +113,7 @@ def prepare(
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
     fitted = None
-    if fit_width:
+    if no_width:
         start, end = data.split(len(corpus.ids), config.val_fraction, config.test_fraction).val
         model_config, fitted = sizing.fit_width(model_config, config, end - start, placement)
     out = Path(out) if out is not None else None

@@ -64,8 +64,8 @@ def _matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
     """The shapes of the weight matrices `charrnn.model.init` makes for `config`, the embedding first."""
     from . import cells
 
-    G, H, E, V = cells.get(config.cell, config.activation).num_gates, config.hidden_size, config.embedding_size, \
-        config.vocab_size
+    G = cells.get(config.cell, config.activation).num_gates
+    H, E, V = config.hidden_size, config.embedding_size, config.vocab_size
     layers = [shape for layer in range(config.num_layers) for shape in ((E if layer == 0 else H, G * H), (H, G * H))]
     return [(V, E), *layers, (H, V)]
 
@@ -147,16 +147,11 @@ def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] 
 def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
               placement: Optional["distributed.Placement"] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
     """`model_config` with the width for `config`'s run: fitted to its time (`width_for_time`, at the speed
-    `measure_speed` finds on `placement`) when only the clock stops it (`time_limited`), it trains by
+    `measure_speed` finds on `placement`) when only the clock stops it (`config.time_limited`), it trains by
     backpropagation, and one process runs it; else `DEFAULT_WIDTH`. Returns the config and how the width was
     fitted (None: the default)."""
-    if not time_limited(config) or config.gradient != "bptt" or (placement and placement.num_processes > 1):
+    if not config.time_limited or config.gradient != "bptt" or (placement and placement.num_processes > 1):
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
     speed = measure_speed(config.batch_size, placement)
     fitted = width_for_time(config.max_time, model_config, speed, training_share(config, val_chars))
     return dataclasses.replace(model_config, hidden_size=fitted.width), fitted
-
-
-def time_limited(config: TrainConfig) -> bool:
-    """Whether only the clock stops `config`'s run (no step or epoch limit), so that its width may be fitted."""
-    return config.max_time is not None and config.max_steps is None and config.max_epochs is None

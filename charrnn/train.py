@@ -191,7 +191,7 @@ class Trainer:
         schedule, a function of the step count, changes). Every process computes the same (the time is agreed
         on, as for stopping)."""
         config = self.config
-        if config.max_time is None or self.layout.total_steps is not None:
+        if not config.time_limited:
             return
         left = config.max_time - (time.perf_counter() - self.t_start)
         fitted = int(self.placement.smallest(optim.steps_in_time(self.step, left, seconds_per_step)))
