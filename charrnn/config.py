@@ -47,6 +47,10 @@ class ModelConfig(DictRoundTrip):
     # the run will make (`charrnn.optim.dropout_for_epochs`): none for a short run, more the more it repeats.
     dropout: Optional[float] = None
     activation: str = "tanh"  # the RNN's φ (tanh, relu, identity); the LSTM and GRU have none to choose
+    # DropConnect on every layer's recurrent matrix U, training only: each step drops the same entries of U for
+    # every row and time step of its window (Merity et al. 2017's weight drop), so the recurrence itself is
+    # regularised without a mask per time step. 0: off.
+    weight_drop: float = 0.0
 
     def __post_init__(self):
         if self.cell not in CELL_KINDS:
@@ -56,6 +60,8 @@ class ModelConfig(DictRoundTrip):
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise ConfigError(f"weight-drop must be in [0, 1), got {self.weight_drop}")
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if self.cell != "rnn" and self.activation != "tanh":

@@ -63,6 +63,27 @@ def dropout_masks(key: Optional[jax.Array], config: ModelConfig, steps: int, bat
     return fused.dropout_masks(keys, config.dropout_rate, (steps, batch_size, config.hidden_size))
 
 
+def weight_drop_masks(key: Optional[jax.Array], config: ModelConfig) -> Optional[list]:
+    """The keep-masks of training's weight drop for one step: per layer, a bool array the shape of its recurrent
+    matrix U, (H, G*H) for G gates, shared by every row and time step of the window; None when there is no
+    weight drop (no key, or `config.weight_drop` 0)."""
+    if key is None or config.weight_drop == 0.0:
+        return None
+    cell = cells.get(config.cell, config.activation)
+    shape = (config.hidden_size, len(cell.gates) * config.hidden_size)
+    return [jax.random.bernoulli(k, 1.0 - config.weight_drop, shape)
+            for k in jax.random.split(key, config.num_layers)]
+
+
+def drop_weights(params: Params, keep: Optional[Sequence[jax.Array]], rate: float) -> Params:
+    """`params` with each layer's U replaced by ``where(keep, U / (1 - rate), 0)`` (`weight_drop_masks`): the
+    expected recurrent matrix is unchanged, and the gradient reaches only the entries kept. `keep` None: as is."""
+    if keep is None:
+        return params
+    layers = [{**layer, "U": jnp.where(k, layer["U"] / (1.0 - rate), 0.0)} for layer, k in zip(params["layers"], keep)]
+    return {**params, "layers": layers}
+
+
 def _dropout(keep: Optional[jax.Array], rate: float, x: jax.Array) -> jax.Array:
     return x if keep is None else jnp.where(keep, x / (1.0 - rate), 0.0)
 

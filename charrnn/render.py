@@ -118,7 +118,8 @@ def checkpoint_info(info: dict[str, Any]) -> Table:
         ("checkpoint", info["checkpoint"]),
         ("format version", str(info["format_version"])),
         ("model", f"{m['num_layers']}-layer {m['cell'].upper()}, {m['hidden_size']} units, embedding "
-                  f"{m['embedding_size']}, dropout {_dropout(m['dropout'], info.get('dropout'))}"),
+                  f"{m['embedding_size']}, dropout {_dropout(m['dropout'], info.get('dropout'))}"
+                  + (f", weight drop {m['weight_drop']:g}" if m.get("weight_drop") else "")),
         ("parameters", f"{info['parameters']:,}"),
         ("vocabulary", f"{vocab['size']} symbols: {shown}"),
         ("step", f"{info['step']:,}" + ("" if info["epoch"] is None else f" (epoch {info['epoch']:.2f})")),

@@ -27,7 +27,7 @@ from .config import ConfigError, ModelConfig, TrainConfig
 from .text import Corpus, CorpusError, UnknownCharactersError, read_text
 
 # The options of `ModelConfig` a run is started with (the rest of the options are `TrainConfig`'s).
-MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "activation")
+MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "weight_drop", "activation")
 # What a resumed run may change: when and how often to stop, check and log; never what it learns.
 RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
 
@@ -179,13 +179,15 @@ def check_rtrl(model_config: ModelConfig, batch_size: int) -> None:
     """Refuses an RTRL run that would be too slow, saying what it would cost and what to change.
 
     Raises:
-      ConfigError: dropout (RTRL computes the deterministic model's gradient), or more than
+      ConfigError: dropout or weight drop (RTRL computes the deterministic model's gradient), or more than
         `MAX_RTRL_FLOPS_PER_CHARACTER` of work per character of the batch.
     """
     from . import rtrl
 
     if model_config.dropout:
         raise ConfigError("--gradient rtrl computes the gradient of the model without dropout; drop --dropout")
+    if model_config.weight_drop:
+        raise ConfigError("--gradient rtrl computes the gradient of the model without weight drop; drop --weight-drop")
     cost = rtrl.cost(model_config)
     flops = cost.flops_per_character * batch_size
     if flops > MAX_RTRL_FLOPS_PER_CHARACTER:

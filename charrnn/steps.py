@@ -65,8 +65,9 @@ def _select(ok: jax.Array, new: Any, old: Any) -> Any:
 
 
 def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placement], fast: bool = True) -> Callable:
-    """``gradients(params, x, y, carry, keep) -> (loss, new carry, grads)`` on a window `x` -> `y` (B, T), with
-    the dropout keep-masks `keep` (`model.dropout_masks`, or None).
+    """``gradients(params, x, y, carry, keep, weight_keep) -> (loss, new carry, grads)`` on a window `x` -> `y`
+    (B, T), with the dropout keep-masks `keep` (`model.dropout_masks`, or None) and the weight drop's
+    `weight_keep` (`model.weight_drop_masks`, or None).
 
     With several devices, each device computes the loss and gradients of its own rows of the batch (a
     `jax.shard_map`) and one all-reduce averages them (the rows are equal in number, so the mean of the means is
@@ -76,9 +77,10 @@ def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placem
     activations between the devices and runs no faster than one device.
     """
 
-    def gradients(params, x, y, carry, keep):
+    def gradients(params, x, y, carry, keep, weight_keep):
         def loss_fn(p):
-            return model.loss(p, model_config, x, y, carry, dropout_keep=keep, fast=fast)
+            dropped = model.drop_weights(p, weight_keep, model_config.weight_drop)
+            return model.loss(dropped, model_config, x, y, carry, dropout_keep=keep, fast=fast)
 
         (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return loss, new_carry, grads
@@ -86,14 +88,14 @@ def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placem
     if placement is None or placement.devices == 1:
         return gradients
 
-    def averaged(params, x, y, carry, keep):
-        loss, new_carry, grads = gradients(params, x, y, carry, keep)
+    def averaged(params, x, y, carry, keep, weight_keep):
+        loss, new_carry, grads = gradients(params, x, y, carry, keep, weight_keep)
         return jax.lax.pmean(loss, distributed.AXIS), new_carry, jax.lax.pmean(grads, distributed.AXIS)
 
     rows, time_rows, whole = P(distributed.AXIS), P(None, distributed.AXIS), P()
     # check_vma off: the layer loops start from buffers made inside them (zeros, projections), which the check
     # would have marked as varying across devices by hand; every output's spec is given below.
-    return jax.shard_map(averaged, mesh=placement.mesh, in_specs=(whole, rows, rows, rows, time_rows),
+    return jax.shard_map(averaged, mesh=placement.mesh, in_specs=(whole, rows, rows, rows, time_rows, whole),
                          out_specs=(whole, rows, whole), check_vma=False)
 
 
@@ -106,11 +108,13 @@ def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
 
     def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
         carry = jax.lax.stop_gradient(_reset(config, window, state.carry))
-        dropout_key = jax.random.fold_in(dropout_base, state.step) if model_config.dropout_rate > 0 else None
+        step_key = jax.random.fold_in(dropout_base, state.step)
+        dropout_key = step_key if model_config.dropout_rate > 0 else None
         # The masks of the whole batch, drawn as one device would draw them: any number of devices takes the
-        # same steps (each is handed its rows of them).
+        # same steps (each is handed its rows of them, and all of the weight drop's).
         keep = model.dropout_masks(dropout_key, model_config, x.shape[1], x.shape[0])
-        loss, new_carry, grads = gradients(state.params, x, y, carry, keep)
+        weight_keep = model.weight_drop_masks(jax.random.fold_in(step_key, 2), model_config)
+        loss, new_carry, grads = gradients(state.params, x, y, carry, keep, weight_keep)
         return _update(optimizer, state, loss, grads, state._replace(carry=carry), state._replace(carry=new_carry))
 
     return body

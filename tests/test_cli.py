@@ -112,6 +112,7 @@ def test_train_rejects_an_unknown_encoding(tmp_path):
 @pytest.mark.parametrize("option, value, named", [
     ("--hidden-size", "0", "hidden-size"),
     ("--dropout", "1.0", "dropout"),
+    ("--weight-drop", "1.0", "weight-drop"),
     ("--learning-rate", "-0.01", "learning-rate"),
     ("--weight-decay", "-0.1", "weight-decay"),
     ("--seq-length", "0", "seq-length"),
@@ -556,6 +557,7 @@ def test_continuous_rtrl_training_resumes_to_the_same_parameters(tmp_path):
     (["--hidden-size", "256", "--num-layers", "2"], ["flops per character", "--hidden-size", "--gradient bptt"]),
     (["--devices", "2"], ["runs on one device", "drop --devices 2"]),
     (["--dropout", "0.2"], ["without dropout"]),
+    (["--weight-drop", "0.2"], ["without weight drop"]),
 ])
 def test_rtrl_refuses_what_it_cannot_do_in_one_line(tmp_path, extra, fragments):
     corpus = write_corpus(tmp_path / "corpus.txt")

@@ -50,7 +50,7 @@ FOUR_DEVICES = textwrap.dedent('''
     vocab = data.Vocabulary.from_text(text)
     corpus = data.Corpus(vocab.encode(text), vocab, data.CorpusInfo("c.txt", "0" * 64, len(text)))
     model = ModelConfig(vocab_size=len(vocab), cell="lstm", hidden_size=8, num_layers=2, embedding_size=4,
-                        dropout=0.1)
+                        dropout=0.1, weight_drop=0.2)
     # 15 validation characters: 14 targets in 7 streams, padded with a masked one to 8 for four devices.
     config = TrainConfig(batch_size=8, seq_length=16, max_steps=20, max_epochs=None, eval_every=10, log_every=1,
                          sample_every=0, warmup_steps=5, val_fraction=0.005, test_fraction=0.0)

@@ -117,6 +117,40 @@ def test_dropout_leaves_the_recurrent_path_alone():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_weight_drop_masks_cover_each_recurrent_matrix_at_the_rate(kind):
+    config = ModelConfig(vocab_size=7, cell=kind, hidden_size=64, num_layers=2, embedding_size=3, weight_drop=0.3)
+    params = model.init(jax.random.key(0), config)
+    masks = model.weight_drop_masks(jax.random.key(1), config)
+    assert [m.shape for m in masks] == [layer["U"].shape for layer in params["layers"]]
+    kept = np.mean([np.asarray(m).mean() for m in masks])
+    assert abs(kept - 0.7) < 0.01  # 2 × 64 × G·64 draws: the kept fraction is within 0.01 of 0.7
+    assert not np.array_equal(masks[0], masks[1])  # a mask of its own per layer
+    assert model.weight_drop_masks(None, config) is None
+    assert model.weight_drop_masks(jax.random.key(1), tiny(kind)) is None  # rate 0: off
+
+
+def test_weight_drop_trains_the_kept_weights_of_the_scaled_matrix():
+    # Hand-built reference: the loss of the model whose U is mask * U / (1 - p), written out in NumPy; its
+    # gradient with respect to that matrix, times mask / (1 - p), is the gradient with respect to U (chain rule).
+    config = tiny("lstm", weight_drop=0.5)
+    params = model.init(jax.random.key(2), config)
+    masks = model.weight_drop_masks(jax.random.key(3), config)
+    x, y = tokens((2, 6), 4), tokens((2, 6), 5)
+    zero = model.initial_carry(config, 2)
+    by_hand = {**params, "layers": [{**layer, "U": np.where(m, np.asarray(layer["U"]) * 2.0, 0.0)}
+                                    for layer, m in zip(params["layers"], masks)]}
+    loss_of = lambda p: model.loss(p, config, x, y, zero)[0]
+    want_loss, want_grads = jax.value_and_grad(loss_of)(by_hand)
+    got_loss, got_grads = jax.value_and_grad(lambda p: loss_of(model.drop_weights(p, masks, 0.5)))(params)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+    for layer, m, want in zip(got_grads["layers"], masks, want_grads["layers"]):
+        np.testing.assert_allclose(layer["U"], np.where(m, 2.0 * np.asarray(want["U"]), 0.0), rtol=1e-5, atol=1e-7)
+        assert np.all(np.asarray(layer["U"])[~np.asarray(m)] == 0.0)
+    np.testing.assert_allclose(got_grads["head"]["W"], want_grads["head"]["W"], rtol=1e-5, atol=1e-7)
+    assert model.drop_weights(params, None, 0.5) is params
+
+
 def test_parameter_count():
     config = ModelConfig(vocab_size=65, cell="lstm", hidden_size=128, num_layers=2, embedding_size=64)
     params = model.init(jax.random.key(0), config)
