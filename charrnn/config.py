@@ -93,7 +93,10 @@ class TrainConfig(DictRoundTrip):
     max_steps: Optional[int] = None  # stop after this many steps; None = no limit
     max_time: Optional[float] = None  # stop after this many seconds of training; None = no limit
     max_bad_steps: int = 20  # consecutive steps with a non-finite loss/gradient/update before training stops
-    eval_every: int = 250  # steps between validation passes (and checkpoints)
+    # Steps between validation passes (and checkpoints). None (auto): every EVAL_EVERY steps, or a multiple of
+    # that when a pass over a large validation split would otherwise cost more than a twentieth of the time
+    # (`validation.auto_eval_every`).
+    eval_every: Optional[int] = None
     log_every: int = 10  # steps between reading the loss back from the device
     sample_every: int = 1000  # steps between short samples shown while training (0: none)
     val_fraction: float = 0.05  # contiguous splits: train, then validation, then test
@@ -118,7 +121,7 @@ class TrainConfig(DictRoundTrip):
         if self.sample_every < 0:
             raise ConfigError(f"sample-every must be >= 0 (0: no samples), got {self.sample_every}")
         for name in ("batch_size", "seq_length", "eval_every", "log_every", "max_bad_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig, TrainConfig
+from .validation import auto_eval_every
 
 if TYPE_CHECKING:
     from . import distributed
@@ -84,10 +85,12 @@ def multiply_adds_per_char(config: ModelConfig) -> int:
 
 
 def training_share(config: TrainConfig, val_chars: int) -> float:
-    """The fraction of a run's time spent training rather than validating: every `config.eval_every` steps the
-    whole validation text is read once, forward only (a third of a training character's work)."""
-    trained = config.eval_every * config.batch_size * config.window * TRAINING_COST
-    return trained / (trained + val_chars)
+    """The fraction of a run's time spent training rather than validating: every `config.eval_every` steps (with
+    auto, `validation.auto_eval_every`'s) the whole validation text is read once, forward only (a third of a
+    training character's work)."""
+    step = config.batch_size * config.window * TRAINING_COST
+    every = config.eval_every or auto_eval_every(val_chars, step)
+    return every * step / (every * step + val_chars)
 
 
 def chars_read(seconds: float, config: ModelConfig, speed: float, share: float = 1.0) -> float:

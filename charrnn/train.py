@@ -4,7 +4,7 @@
 
 `train` reads each (B, T + 1) window of token ids from the corpus on the host (in memory, or memory-mapped for
 a large corpus, see `charrnn.corpus_cache`) and hands it to the jitted step (`charrnn.steps`); it reads the loss
-back only every `log_every` steps, validates every `eval_every` steps (`charrnn.validation`), and writes
+back only every `log_every` steps, validates every `eval_every` steps (auto: see `charrnn.validation`), and writes
 ``best.safetensors`` (lowest validation loss) and ``latest.safetensors`` atomically, with the run's records
 (`charrnn.runlog`). It never prints: it reports events through a callback. The bookkeeping lives in `Trainer`,
 one small object with a method per duty; the maths lives in the pure pieces it calls.
@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Union
 import jax
 import numpy as np
 
-from . import checkpoint, data, distributed, files, model, optim, runlog, steps
+from . import checkpoint, data, distributed, files, model, optim, runlog, steps, validation
 from .config import ModelConfig, TrainConfig
 from .runlog import Evaluated, Finished, Logged, Sampled, Started
 from .text import Corpus, Vocabulary, token_dtype
@@ -119,6 +119,9 @@ class Trainer:
         self.pending: list = []  # metrics of the steps since the last log, still on the device
         self.last_metrics: Optional[dict] = None
         self.last_eval_step: Optional[int] = None
+        # --eval-every auto starts at EVAL_EVERY and stretches once a validation has been timed.
+        self.eval_every = config.eval_every or validation.EVAL_EVERY
+        self.validation_s = 0.0  # seconds validating and saving so far, not training
         self.skipped = 0  # non-finite steps skipped so far
         self.not_finite = False  # the state to save holds a NaN or infinity (e.g. from a poisoned checkpoint)
 
@@ -260,7 +263,7 @@ class Trainer:
                 self.log()
                 if int(self.placement.to_host(self.state.bad_steps)) >= config.max_bad_steps:
                     return "diverged"
-            if self.step % config.eval_every == 0:
+            if self.step % self.eval_every == 0:
                 self.validate_and_save()
                 if self.not_finite:
                     return "diverged"
@@ -321,9 +324,14 @@ class Trainer:
         self.save(host, val_nats, is_best)
         self.last_eval_step = self.step
         seconds = time.perf_counter() - te
+        self.validation_s += seconds
         self.emit(Evaluated(self.step, val_nats, self.best, is_best, seconds, self.latest_path))
-        if self.step > self.start_step:  # training and validation so far, per step
-            self.fit_to_time((time.perf_counter() - self.t_start) / (self.step - self.start_step))
+        if self.step > self.start_step:
+            training_s = (time.perf_counter() - self.t_start - self.validation_s) / (self.step - self.start_step)
+            if self.config.eval_every is None:  # agreed on by every process, as the time is
+                self.eval_every = int(self.placement.smallest(validation.auto_eval_every(seconds, training_s)))
+            # The time a step takes from here on, its share of the validations included.
+            self.fit_to_time(training_s + seconds / self.eval_every)
 
     def validate(self) -> float:
         """The validation loss in nats per character; without a validation split, the latest training loss

@@ -113,6 +113,7 @@ def test_train_rejects_an_unknown_encoding(tmp_path):
     ("--hidden-size", "0", "hidden-size"),
     ("--dropout", "1.0", "dropout"),
     ("--weight-drop", "1.0", "weight-drop"),
+    ("--eval-every", "0", "eval-every"),
     ("--learning-rate", "-0.01", "learning-rate"),
     ("--weight-decay", "-0.1", "weight-decay"),
     ("--seq-length", "0", "seq-length"),

@@ -32,6 +32,14 @@ def test_validation_takes_its_share_of_the_time():
     assert sizing.training_share(config, val_chars=10_000) == pytest.approx(0.75)
 
 
+def test_with_eval_every_auto_a_large_validation_split_takes_a_twentieth_at_most():
+    config = TrainConfig(batch_size=10, seq_length=10)  # a step: 100 characters, 300 units of work
+    # 250 steps are 75,000 units; 3,000 validation characters are 4% of that: validated every 250 steps.
+    assert sizing.training_share(config, val_chars=3_000) == pytest.approx(75_000 / 78_000)
+    # 30,000 characters would be 40%: every 2,000 steps (the first multiple of 250 where it is 5% at most).
+    assert sizing.training_share(config, val_chars=30_000) == pytest.approx(600_000 / 630_000)
+
+
 def speed_for(width: int, config: ModelConfig, seconds: float) -> float:
     """The speed at which a run of `seconds` reads exactly K characters per parameter at `width` (by hand)."""
     c = dataclasses.replace(config, hidden_size=width)

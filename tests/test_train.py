@@ -191,6 +191,33 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     assert history[-1]["val_nats"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_eval_every_auto_stretches_only_for_a_validation_longer_than_a_twentieth():
+    # A step costing 1 and 250 steps between passes: a pass costing up to 12.5 keeps 250, 12.6 needs 500.
+    assert validation.auto_eval_every(0.0, 1.0) == 250
+    assert validation.auto_eval_every(12.5, 1.0) == 250
+    assert validation.auto_eval_every(12.6, 1.0) == 500
+    assert validation.auto_eval_every(100.0, 0.5) == 250 * 16  # 100 / (0.05 × 250 × 0.5) = 16
+
+
+def test_eval_every_auto_validates_as_often_as_the_timed_pass_allows(tmp_path, monkeypatch):
+    timed = []
+
+    def every_15_steps(validation_s, step_s):
+        timed.append((validation_s, step_s))
+        return 15
+
+    monkeypatch.setattr(validation, "EVAL_EVERY", 5)
+    monkeypatch.setattr(validation, "auto_eval_every", every_15_steps)
+    corpus = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000)))
+    model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="gru", hidden_size=8, num_layers=1,
+                               embedding_size=4)
+    config = TrainConfig(batch_size=4, seq_length=16, max_steps=34, max_epochs=None, eval_every=None)
+    train.train(corpus, model_config, config, tmp_path)
+    # The first pass at EVAL_EVERY; from then on the interval the timing gave; and one at the end.
+    assert [h["step"] for h in checkpoint.load(tmp_path / checkpoint.LATEST).history] == [5, 15, 30, 34]
+    assert len(timed) == 4 and all(v > 0 and s > 0 for v, s in timed)  # every pass is timed
+
+
 # --- windows fed from the host, and validation a chunk at a time (what `train` runs) ---------------------------
 
 

@@ -108,6 +108,12 @@ class Width(OrAuto):
     name, number, what = "units|auto", int, "a number of units"
 
 
+class Steps(OrAuto):
+    """A number of steps, or "auto" (None: the library chooses, e.g. charrnn.validation.auto_eval_every)."""
+
+    name, number, what = "steps|auto", int, "a number of steps"
+
+
 class Coordinator(click.ParamType):
     """HOST:PORT of process 0 in a multi-process run, or "auto" (JAX detects a TPU pod, Slurm or Open MPI)."""
 

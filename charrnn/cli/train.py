@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, Width, abort_now, err, load_config, user_errors
+from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, Steps, Width, abort_now, err, load_config, user_errors
 
 
 @main.command(epilog=EXAMPLES)
@@ -40,7 +40,7 @@ from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, Width, abort_
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
 @click.option("--max-time", type=Duration(), default=None, help="Stop after this much training time: 600, 90s, 10m, 1.5h.")
 @click.option("--max-bad-steps", type=int, default=20, show_default=True, help="Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped).")
-@click.option("--eval-every", type=int, default=250, show_default=True, help="Steps between validation passes and checkpoints.")
+@click.option("--eval-every", type=Steps(), default="auto", show_default=True, help="Steps between validation passes and checkpoints; auto: 250, or a multiple of 250 that keeps a pass over a large validation split under a twentieth of the training time.")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Steps between progress updates (the loss is read back from the device only then).")
 @click.option("--sample-every", type=int, default=1000, show_default=True, help="Steps between short samples shown while training, at temperatures 0.5, 0.8, 1 (0: none).")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True, help="Fraction of the corpus held out for validation.")
