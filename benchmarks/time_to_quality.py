@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 SHARED = Path("/work/shared")
 GPT = SHARED / "bench" / "gpt_reference.py"
@@ -38,8 +39,9 @@ def corpus_path(name: str) -> Path:
     return path if path.is_file() else SHARED / "corpora" / (name if name.endswith(".txt") else name + ".txt")
 
 
-def charrnn_run(corpus: Path, budget: str, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as out:
+def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path] = None) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = str(keep) if keep is not None else scratch
         t = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", budget,
                                "--val-fraction", "0.1", "--test-fraction", "0", "--json", "-q", "--out", out,
@@ -48,14 +50,16 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str]) -> dict:
             raise SystemExit(f"charrnn failed:\n{done.stderr[-2000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
         run = json.loads((Path(out) / "run.json").read_text())
-        logs = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()
-                if '"event": "log"' in line]
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        logs = [r for r in records if r.get("event") == "log"]
         # What the run actually was (defaults change between commits): its model, and the dropout it ended with.
-        model = {k: run["model"][k] for k in ("cell", "hidden_size", "num_layers", "dropout")}
+        model = {k: run["model"].get(k) for k in ("cell", "hidden_size", "num_layers", "dropout", "weight_drop")}
         return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,
-                "epochs": logs[-1]["epoch"] if logs else None}
+                "epochs": logs[-1]["epoch"] if logs else None,
+                "validations": [[r["step"], round(r["val_nats"], 4), round(r.get("eval_s", 0.0), 1)]
+                                for r in records if r.get("event") == "eval"]}
 
 
 def gpt_run(corpus: Path, budget: str, torch_python: str) -> dict:
@@ -76,6 +80,8 @@ def main() -> None:
     p.add_argument("--torch-python", default="/work/torchvenv/bin/python")
     p.add_argument("--charrnn-args", default="", help="options added to charrnn train (to try a lever)")
     p.add_argument("--only", choices=["charrnn", "transformer"], default=None)
+    p.add_argument("--keep", type=Path, default=None,
+                   help="keep charrnn's run (checkpoints, records) in this new directory, e.g. to sample from it")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "time_to_quality.jsonl")
     args = p.parse_args()
     extra = args.charrnn_args.split()
@@ -88,7 +94,8 @@ def main() -> None:
                 for system in ("charrnn", "transformer"):
                     if args.only and system != args.only:
                         continue
-                    result = (charrnn_run(corpus, budget, extra) if system == "charrnn"
+                    keep = args.keep and args.keep / f"{corpus.stem}-{budget}-{r}"
+                    result = (charrnn_run(corpus, budget, extra, keep) if system == "charrnn"
                               else gpt_run(corpus, budget, args.torch_python))
                     got[system].append(result["val_nats"])
                     record = {"corpus": corpus.name, "budget": budget, "round": r, "system": system, **result,
