@@ -114,8 +114,9 @@ def prepare(
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
     fitted = None
     if no_width:
-        start, end = data.split(len(corpus.ids), config.val_fraction, config.test_fraction).val
-        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement)
+        splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
+        (start, end), (train_start, train_end) = splits.val, splits.train
+        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement, train_end - train_start)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()

@@ -7,7 +7,8 @@ quality"). In both the winner is the widest network that reads at least `CHARS_P
 parameter in the time; that is the rule here::
 
     characters read(H) = seconds × training share × speed / (3 × multiply-adds per character(H))
-    width = the H (a multiple of `WIDTH_MULTIPLE`) nearest to where characters read(H) / parameters(H) = K
+    width = the H (a multiple of `WIDTH_MULTIPLE`) nearest to where characters read(H) / parameters(H) = K,
+            or, if narrower, to where characters read(H) / training characters = MIN_PASSES
 
 `speed` is the multiply-adds per second that training sustains on this machine (a character costs its forward
 products three times over: forward, and backward to the inputs and to the weights), estimated in a fraction
@@ -40,6 +41,10 @@ DEFAULT_WIDTH = ModelConfig.__dataclass_fields__["hidden_size"].default  # witho
 # K: between the Linux source's 2×384 in 10 minutes (4.1 per parameter; 2×256 did better) and tinyshakespeare's
 # (4.9; better than 2×256 and 2×512). In 3 minutes on tinyshakespeare 2×256 (7.3) beat 2×384 (1.5).
 CHARS_PER_PARAMETER = 4.5
+# ...but a corpus too long to be read a few times in the budget is better served by a narrower network that reads
+# it more often: on the Linux source (5.6 M training characters) 2×256 (3.1 passes in 10 minutes) beat 2×384 (1.4);
+# on War and Peace (2.9 M) 2×384 (2.9 passes) beat 2×256 (5.9).
+MIN_PASSES = 2.5
 WIDTH_MULTIPLE = 32
 MIN_WIDTH, MAX_WIDTH = 64, 2048
 # Training's multiply-adds per second over the probe's on the reference machine (2-core Xeon, 2 devices; LSTM
@@ -99,21 +104,29 @@ def chars_read(seconds: float, config: ModelConfig, speed: float, share: float =
     return seconds * share * speed / (TRAINING_COST * multiply_adds_per_char(config))
 
 
-def width_for_time(seconds: float, config: ModelConfig, speed: float, share: float = 1.0) -> FittedWidth:
+def width_for_time(seconds: float, config: ModelConfig, speed: float, share: float = 1.0,
+                   train_chars: Optional[int] = None) -> FittedWidth:
     """The width for a run of `config`'s shape (its `hidden_size` is replaced) that trains for `seconds` at
     `speed` multiply-adds a second, `share` of the time: the multiple of `WIDTH_MULTIPLE` nearest to
-    where the characters read per parameter fall to `CHARS_PER_PARAMETER`, within [MIN_WIDTH, MAX_WIDTH]."""
+    where the characters read per parameter fall to `CHARS_PER_PARAMETER`, within [MIN_WIDTH, MAX_WIDTH].
+    Given the training split's length `train_chars`, no wider than where the run still makes `MIN_PASSES`
+    passes over it."""
 
-    def per_parameter(width: float) -> float:
+    def read(width: float) -> tuple[float, int]:
         c = dataclasses.replace(config, hidden_size=max(1, int(round(width))))
-        return chars_read(seconds, c, speed, share) / parameter_count(c)
+        return chars_read(seconds, c, speed, share), parameter_count(c)
 
-    low, high = 1.0, float(MAX_WIDTH)  # per_parameter falls as the width grows: bisect for K
+    def enough(width: float) -> bool:
+        chars, parameters = read(width)
+        return chars >= CHARS_PER_PARAMETER * parameters and (train_chars is None or chars >= MIN_PASSES * train_chars)
+
+    low, high = 1.0, float(MAX_WIDTH)  # both fall as the width grows: bisect for the widest that reads enough
     for _ in range(40):
         mid = (low + high) / 2
-        low, high = (mid, high) if per_parameter(mid) >= CHARS_PER_PARAMETER else (low, mid)
+        low, high = (mid, high) if enough(mid) else (low, mid)
     width = int(min(MAX_WIDTH, max(MIN_WIDTH, WIDTH_MULTIPLE * round(low / WIDTH_MULTIPLE))))
-    return FittedWidth(width, seconds, speed, per_parameter(width))
+    chars, parameters = read(width)
+    return FittedWidth(width, seconds, speed, chars / parameters)
 
 
 def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] = None) -> float:
@@ -148,13 +161,14 @@ def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] 
 
 
 def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
-              placement: Optional["distributed.Placement"] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
+              placement: Optional["distributed.Placement"] = None,
+              train_chars: Optional[int] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
     """`model_config` with the width for `config`'s run: fitted to its time (`width_for_time`, at the speed
-    `measure_speed` finds on `placement`) when only the clock stops it (`config.time_limited`), it trains by
-    backpropagation, and one process runs it; else `DEFAULT_WIDTH`. Returns the config and how the width was
-    fitted (None: the default)."""
+    `measure_speed` finds on `placement`, over a training split of `train_chars`) when only the clock stops it
+    (`config.time_limited`), it trains by backpropagation, and one process runs it; else `DEFAULT_WIDTH`.
+    Returns the config and how the width was fitted (None: the default)."""
     if not config.time_limited or config.gradient != "bptt" or (placement and placement.num_processes > 1):
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
     speed = measure_speed(config.batch_size, placement)
-    fitted = width_for_time(config.max_time, model_config, speed, training_share(config, val_chars))
+    fitted = width_for_time(config.max_time, model_config, speed, training_share(config, val_chars), train_chars)
     return dataclasses.replace(model_config, hidden_size=fitted.width), fitted

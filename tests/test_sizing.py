@@ -56,6 +56,23 @@ def test_the_width_is_where_the_characters_read_per_parameter_reach_k():
     assert sizing.width_for_time(600.0, config, speed_for(256, config, 600.0), share=0.5).width < 256
 
 
+def test_a_long_corpus_narrows_the_width_to_one_read_min_passes_times():
+    config = ModelConfig(vocab_size=65)
+    speed = speed_for(256, config, 600.0)  # 256 units read K characters per parameter
+    at_256 = dataclasses.replace(config, hidden_size=256)
+    read_at_256 = sizing.chars_read(600.0, at_256, speed)
+    # A short corpus is read more than MIN_PASSES times at 256: the width stays where K puts it.
+    assert sizing.width_for_time(600.0, config, speed, train_chars=int(read_at_256 / 10)).width == 256
+    # One that 256 units would read only MIN_PASSES / 2 times: a narrower width, read MIN_PASSES times (near
+    # enough: the width is rounded to a multiple of 32).
+    long = int(2 * read_at_256 / sizing.MIN_PASSES)
+    fitted = sizing.width_for_time(600.0, config, speed, train_chars=long)
+    assert fitted.width < 256
+    passes = [sizing.chars_read(600.0, dataclasses.replace(config, hidden_size=w), speed) / long
+              for w in (fitted.width - 32, fitted.width + 32)]
+    assert passes[0] > sizing.MIN_PASSES > passes[1]
+
+
 def test_the_width_grows_as_the_fourth_root_of_the_budget():
     # Work and parameters both grow as H² (for H much larger than the vocabulary and embedding): the characters
     # read per parameter fall as H⁴, so 16 times the budget is twice the width, near enough.
