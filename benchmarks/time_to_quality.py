@@ -58,6 +58,7 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,
                 "epochs": logs[-1]["epoch"] if logs else None,
+                "train_nats_at_end": logs[-1]["train_nats"] if logs else None,
                 "validations": [[r["step"], round(r["val_nats"], 4), round(r.get("eval_s", 0.0), 1)]
                                 for r in records if r.get("event") == "eval"]}
 
