@@ -46,6 +46,20 @@ def make_optimizer(config: TrainConfig, total_steps: Optional[int]) -> optax.Gra
                        optax.scale_by_learning_rate(schedule))
 
 
+# The peak learning rate of a run that only the clock stops (and that does not choose one). Such a run makes few
+# steps, and a higher peak, decayed to the end of the time, gets more from them: on tinyshakespeare in 10 minutes
+# (LSTM 2×384) 0.003 made 1.4469, 0.005 1.4355 and 0.007 1.4222 nats, one after the other (benchmarks/README.md).
+TIME_LIMITED_LEARNING_RATE = 7e-3
+
+
+def default_learning_rate(config: TrainConfig) -> float:
+    """The peak learning rate for a run that does not choose one: `TIME_LIMITED_LEARNING_RATE` when only time
+    stops it (`config.time_limited`) and it trains by backpropagation, else `TrainConfig`'s default (0.003)."""
+    if config.time_limited and config.gradient == "bptt":
+        return TIME_LIMITED_LEARNING_RATE
+    return TrainConfig.__dataclass_fields__["learning_rate"].default
+
+
 def steps_in_time(step: int, seconds_left: float, seconds_per_step: float) -> int:
     """The step a run will have reached when its time runs out: `step` plus the steps that fit in
     `seconds_left` at `seconds_per_step` (training and its share of validation), at least ``step + 1``.

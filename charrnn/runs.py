@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from . import checkpoint, data, distributed, sizing
+from . import checkpoint, data, distributed, optim, sizing
 from .config import ConfigError, ModelConfig, TrainConfig
 from .text import Corpus, CorpusError, UnknownCharactersError, read_text
 
@@ -125,12 +125,16 @@ def prepare(
 
 def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
-    or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change)."""
+    or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change); a missing or None
+    learning_rate is `optim.default_learning_rate`'s for the run (saved as a number, so a resumed run keeps it)."""
     options = dict(options)
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:
         model["hidden_size"] = sizing.DEFAULT_WIDTH
-    return ModelConfig(vocab_size=vocab_size, **model), TrainConfig(**options)
+    chosen_rate = options.pop("learning_rate", None)
+    config = TrainConfig(**options)
+    rate = chosen_rate if chosen_rate is not None else optim.default_learning_rate(config)
+    return ModelConfig(vocab_size=vocab_size, **model), dataclasses.replace(config, learning_rate=rate)
 
 
 def fit_devices(num_symbols: int, model_config: ModelConfig, config: TrainConfig,

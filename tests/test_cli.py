@@ -470,7 +470,7 @@ def test_report_compares_runs_and_writes_a_page(run, tmp_path):
 def test_options_can_come_from_a_toml_file_and_the_command_line_wins(run, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('hidden-size = 12\nnum_layers = 1\nembedding_size = 4\nseq_length = 16\nbatch_size = 4\n'
-                      'max_steps = 5\neval_every = 5\n')
+                      'max_steps = 5\neval_every = 5\nweight_drop = 0.2\n')
     result = invoke("train", run["corpus"], "--config", config, "--max-steps", "3", "--out", tmp_path / "r", "--json")
     assert result.exit_code == 0, result.output
     import json
@@ -478,6 +478,7 @@ def test_options_can_come_from_a_toml_file_and_the_command_line_wins(run, tmp_pa
     summary = json.loads(result.stdout)
     assert summary["step"] == 3 and summary["reason"] == "max_steps"
     assert json.loads(invoke("info", tmp_path / "r", "--json").stdout)["model"]["hidden_size"] == 12
+    assert "weight drop 0.2" in invoke("info", tmp_path / "r").stdout
     config.write_text("hiden_size = 12\n")
     assert_one_line_error(invoke("train", run["corpus"], "--config", config), "hiden_size", "known:", "hidden-size", code=2)
     config.write_text("hidden_size = \n")

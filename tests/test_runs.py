@@ -12,6 +12,20 @@ from conftest import write_corpus
 TINY = dict(hidden_size=16, num_layers=1, embedding_size=8, seq_length=16, batch_size=4, sample_every=0)
 
 
+def info_rate(run_dir):
+    return json.loads((run_dir / "run.json").read_text())["train"]["learning_rate"]
+
+
+def test_the_default_learning_rate_is_higher_for_a_run_that_only_time_stops(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    timed = runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config
+    assert timed.learning_rate == optim.TIME_LIMITED_LEARNING_RATE == 7e-3
+    for options in (TINY, {**TINY, "max_time": 60.0, "max_steps": 100}, {**TINY, "learning_rate": None}):
+        assert runs.prepare(corpus, options=options).config.learning_rate == 3e-3
+    chosen = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "learning_rate": 1e-3}).config
+    assert chosen.learning_rate == 1e-3  # a rate asked for is the rate used
+
+
 def test_a_time_budget_alone_lifts_the_epoch_limit(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     assert runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config.max_epochs is None
@@ -46,8 +60,8 @@ def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp
     rates = [e.learning_rate for e in events if type(e).__name__ == "Logged"]
     state = checkpoint.load(tmp_path / "run", prefer=checkpoint.LATEST).state
     assert state["schedule_steps"] is not None and state["schedule_steps"] > 25
-    peak = TINY.get("learning_rate", 3e-3)
-    assert max(rates) == pytest.approx(peak, rel=1e-6)
+    peak = optim.TIME_LIMITED_LEARNING_RATE  # the default peak of a run that only time stops
+    assert max(rates) == pytest.approx(peak, rel=1e-6) and info_rate(tmp_path / "run") == peak
     assert rates[-1] < 0.8 * peak  # decayed towards the end of the time, not constant
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["train"]["max_epochs"] is None

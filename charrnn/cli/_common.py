@@ -102,6 +102,13 @@ class DropoutRate(OrAuto):
     name, number, what = "rate|auto", float, "a dropout rate in [0, 1)"
 
 
+class LearningRate(OrAuto):
+    """A peak learning rate, or "auto" (None: charrnn.optim.default_learning_rate: higher for a run that only time
+    stops)."""
+
+    name, number, what = "rate|auto", float, "a learning rate"
+
+
 class Width(OrAuto):
     """Units per layer, or "auto" (None: fitted to a --max-time budget, else the default; see charrnn.sizing)."""
 

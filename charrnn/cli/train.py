@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, Steps, Width, abort_now, err, load_config, user_errors
+from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate, Steps, Width, abort_now, err, load_config, user_errors
 
 
 @main.command(epilog=EXAMPLES)
@@ -27,7 +27,7 @@ from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, Steps, Width,
 @click.option("--weight-drop", type=float, default=0.0, show_default=True, help="DropConnect on the recurrent weights, in [0, 1): each step drops this fraction of every layer's U for the whole window (docs/options.md).")
 @click.option("--seq-length", type=int, default=100, show_default=True, help="Characters per window (truncated-BPTT length T).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Contiguous streams per step (B).")
-@click.option("--learning-rate", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--learning-rate", type=LearningRate(), default="auto", show_default=True, help="Peak learning rate; auto: 0.003, or 0.007 for a run that only --max-time stops (docs/options.md).")
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop"]), default="adam", show_default=True, help="Optimizer.")
 @click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear learning-rate warm-up, in steps.")
 @click.option("--decay", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate decay after warm-up (cosine to 10% at the last step).")
