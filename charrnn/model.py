@@ -69,10 +69,9 @@ def weight_drop_masks(key: Optional[jax.Array], config: ModelConfig) -> Optional
     weight drop (no key, or `config.weight_drop` 0)."""
     if key is None or config.weight_drop == 0.0:
         return None
-    cell = cells.get(config.cell, config.activation)
-    shape = (config.hidden_size, len(cell.gates) * config.hidden_size)
-    return [jax.random.bernoulli(k, 1.0 - config.weight_drop, shape)
-            for k in jax.random.split(key, config.num_layers)]
+    G = cells.get(config.cell, config.activation).num_gates
+    keys = list(jax.random.split(key, config.num_layers))
+    return fused.dropout_masks(keys, config.weight_drop, (config.hidden_size, G * config.hidden_size))
 
 
 def drop_weights(params: Params, keep: Optional[Sequence[jax.Array]], rate: float) -> Params:
@@ -80,7 +79,7 @@ def drop_weights(params: Params, keep: Optional[Sequence[jax.Array]], rate: floa
     expected recurrent matrix is unchanged, and the gradient reaches only the entries kept. `keep` None: as is."""
     if keep is None:
         return params
-    layers = [{**layer, "U": jnp.where(k, layer["U"] / (1.0 - rate), 0.0)} for layer, k in zip(params["layers"], keep)]
+    layers = [{**layer, "U": _dropout(k, rate, layer["U"])} for layer, k in zip(params["layers"], keep)]
     return {**params, "layers": layers}
 
 
