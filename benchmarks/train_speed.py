@@ -20,7 +20,8 @@ Prints ONE JSON line. What it measures:
   torch_peak_rss_mb: that of the PyTorch child (from wait4).
 - torch: /work/shared/bench/torch_reference.py in a subprocess with --steps (its median skips its first step);
   speedup = torch median step time / ours (above 1: we are faster), also per round.
-- --plain routes the model through the plain `cells.scan` path instead of `charrnn.fused`, for an A/B.
+- --plain routes the model through the plain `cells.scan` path instead of `charrnn.fused`, for an A/B;
+  --layer-norm measures the layer-normalised cell (which always takes the plain path).
 - --compile-seq-lengths 100,1000: first-step compile time per window length, each in a fresh process (no
   warm caches), e.g. for "seq 1000 compiles in at most 1.5x the time of seq 100".
 
@@ -41,6 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import machine  # noqa: E402
 
 
+def path_name(args) -> str:
+    """Which way the step runs: "fused", "plain" or "layer-norm" (the plain path, the normalised cell)."""
+    return "layer-norm" if args.layer_norm else "plain" if args.plain else "fused"
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
@@ -54,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds of (ours, PyTorch)")
     p.add_argument("--plain", action="store_true", help="use the plain cells.scan path, not charrnn.fused")
+    p.add_argument("--layer-norm", action="store_true", help="the layer-normalised cell (always the plain path)")
     p.add_argument("--devices", type=int, default=None,
                    help="devices to split the batch over [default: as `charrnn train`, one per core that splits it]")
     p.add_argument("--compare-torch", action="store_true")
@@ -85,6 +92,7 @@ def compile_times(args) -> dict:
     flags = [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
              ("cell", "hidden_size", "num_layers", "embedding_size", "batch_size", "dropout", "corpus")]
     flags += ["--plain"] if args.plain else []
+    flags += ["--layer-norm"] if args.layer_norm else []
     seconds = {T: [] for T in args.compile_seq_lengths}
     loads = []
     for _ in range(args.rounds):
@@ -97,7 +105,7 @@ def compile_times(args) -> dict:
             loads.append(round(load, 2))
     medians = {T: machine.median(v) for T, v in seconds.items()}
     first = args.compile_seq_lengths[0]
-    out = {"bench": "compile", "path": "plain" if args.plain else "fused", "cell": args.cell,
+    out = {"bench": "compile", "path": path_name(args), "cell": args.cell,
            "hidden_size": args.hidden_size, "num_layers": args.num_layers, "batch_size": args.batch_size,
            "compile_s": {str(T): round(m, 2) for T, m in medians.items()},
            "ratio_to_first": {str(T): round(m / medians[first], 3) for T, m in medians.items()},
@@ -120,7 +128,8 @@ def main(argv=None) -> dict:
     launch.configure_process()  # the malloc setting the command applies at start
     corpus = data.load_corpus(args.corpus)
     mc = ModelConfig(vocab_size=len(corpus.vocab), cell=args.cell, hidden_size=args.hidden_size,
-                     num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout)
+                     num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
+                     layer_norm=args.layer_norm)
     tc = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length, learning_rate=2e-3, warmup_steps=0,
                      decay="constant")
     B, T = args.batch_size, args.seq_length
@@ -177,7 +186,7 @@ def main(argv=None) -> dict:
     flops = model_flops(args.cell, args.hidden_size, args.num_layers, args.embedding_size, mc.vocab_size, B, T)
 
     out = {
-        "bench": "train", "path": "plain" if args.plain else "fused", "devices": placement.devices, "cell": args.cell,
+        "bench": "train", "path": path_name(args), "devices": placement.devices, "cell": args.cell,
         "hidden_size": args.hidden_size, "num_layers": args.num_layers, "embedding_size": args.embedding_size,
         "batch_size": B, "seq_length": T, "dropout": args.dropout, "vocab": mc.vocab_size,
         "corpus_chars": int(len(corpus.ids)),

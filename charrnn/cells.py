@@ -17,6 +17,25 @@ sigmoid, ∘ the elementwise product, h_0 = 0 and c_0 = 0)::
 
 The GRU is not PyTorch's (which resets after the product and lets z weight the old state).
 
+With layer normalisation (an option, ``get(kind, layer_norm=True)``; `--layer-norm` in training), each gate's
+pre-activation is normalised over the units before its nonlinearity, and the bias b becomes the normalised value's
+shift; the LSTM's cell state is normalised too before its tanh (Ba, Kiros & Hinton 2016, with the input and
+recurrent products normalised together, as TensorFlow's LayerNormBasicLSTMCell, so W x_t stays one product hoisted
+out of the loop)::
+
+    LN(a; γ, β) = γ ∘ (a − mean(a)) / sqrt(var(a) + 1e-5) + β     mean and var over the H entries of a
+
+    RNN   h_t = tanh(LN(W x_t + U h_{t-1}; γ, b))
+    LSTM  f_t = σ(LN(W_f x_t + U_f h_{t-1}; γ_f, b_f))     and i_t, o_t, g_t alike, each with its own γ, b
+          c_t = f_t ∘ c_{t-1} + i_t ∘ g_t
+          h_t = o_t ∘ tanh(LN(c_t; γ_c, β_c))
+    GRU   z_t = σ(LN(W_z x_t + U_z h_{t-1}; γ_z, b_z))     and r_t alike
+          ĥ_t = tanh(LN(W_h x_t + U_h (r_t ∘ h_{t-1}); γ_h, b_h))
+          h_t = (1 − z_t) ∘ h_{t-1} + z_t ∘ ĥ_t
+
+γ starts at 1 and β_c at 0. Normalising keeps every gate's input at unit scale whatever the weights grow to, which
+lets a higher learning rate work; it costs a mean and a variance per gate per step.
+
 Each cell is a `Cell`: a handful of pure functions over an explicit parameter dict, so `scan` (the reference
 path, which inspection uses) runs any of them the same way. The fast training path, `charrnn.fused`, has each
 kind's derivatives written out by hand, and is checked against this one::
@@ -31,7 +50,8 @@ equations above.
 
 Storage: the G gate blocks are fused and stored for row-vector batches, ``W: (d, G*H)``, ``U: (H, G*H)``,
 ``b: (G*H,)``, with the blocks in the order of `Cell.gates` (LSTM: f, i, o, c; GRU: z, r, h). The equations'
-``W_f`` (H, d) is ``W[:, 0:H].T``.
+``W_f`` (H, d) is ``W[:, 0:H].T``. With layer normalisation, ``gain: (G*H,)`` holds the γ of every block, and the
+LSTM's ``c_gain, c_bias: (H,)`` hold γ_c, β_c.
 """
 
 from __future__ import annotations
@@ -72,6 +92,7 @@ class Cell(NamedTuple):
     state_names: tuple[str, ...]
     step: Callable[..., tuple[Carry, States]]
     activation: str = "tanh"  # the vanilla RNN's φ; the LSTM's and GRU's nonlinearities are fixed
+    layer_norm: bool = False  # each gate's pre-activation (and the LSTM's cell state) normalised over the units
 
     @property
     def num_gates(self) -> int:
@@ -79,15 +100,17 @@ class Cell(NamedTuple):
 
     @property
     def key(self) -> str:
-        """The kind and, for an RNN whose φ is not tanh, its activation: "rnn", "rnn-relu", "lstm", ..."""
-        return self.name if self.activation == "tanh" else f"{self.name}-{self.activation}"
+        """The kind, for an RNN whose φ is not tanh its activation, and "ln" for layer normalisation: "rnn",
+        "rnn-relu", "lstm", "lstm-ln", ..."""
+        key = self.name if self.activation == "tanh" else f"{self.name}-{self.activation}"
+        return f"{key}-ln" if self.layer_norm else key
 
     def init(self, key: jax.Array, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
         """Fresh parameters: Glorot-uniform input weights, orthogonal recurrent weights per gate block.
 
         Biases are zero except where a bias towards remembering helps long-range learning: the LSTM forget
         gate starts at +1 (Jozefowicz et al. 2015) and the GRU update gate at -1 (in this GRU, z near 0
-        keeps the old state).
+        keeps the old state). With layer normalisation, the gains γ start at 1 and the LSTM's β_c at 0.
         """
         k_w, k_u = jax.random.split(key)
         G, H = self.num_gates, hidden_size
@@ -100,19 +123,25 @@ class Cell(NamedTuple):
             b = b.at[0:H].set(1.0)
         elif self.name == "gru":
             b = b.at[0:H].set(-1.0)
-        return {"W": W, "U": U, "b": b}
+        params = {"W": W, "U": U, "b": b}
+        if self.layer_norm:
+            params["gain"] = jnp.ones((G * H,), dtype)
+            if self.name == "lstm":
+                params["c_gain"], params["c_bias"] = jnp.ones((H,), dtype), jnp.zeros((H,), dtype)
+        return params
 
     def initial_carry(self, batch_shape: tuple[int, ...], hidden_size: int, dtype=jnp.float32) -> Carry:
         """The zero state h_0 = 0 (and c_0 = 0), each of shape (*batch_shape, hidden_size)."""
         return tuple(jnp.zeros((*batch_shape, hidden_size), dtype) for _ in self.carry_names)
 
     def project_inputs(self, params: Params, xs: jax.Array) -> jax.Array:
-        """``W x_t + b`` for every step at once: (..., d) -> (..., G*H).
+        """``W x_t + b`` for every step at once: (..., d) -> (..., G*H); with layer normalisation ``W x_t``
+        alone (b is added after the normalisation, in `step`).
 
         Hoisting the input projection out of the time loop turns T small matmuls into one large one; only
         the recurrent product U h_{t-1} stays inside the scan.
         """
-        return xs @ params["W"] + params["b"]
+        return xs @ params["W"] if self.layer_norm else xs @ params["W"] + params["b"]
 
 
 # The vanilla RNN's activation φ in h_t = φ(W x_t + U h_{t-1} + b), as Keras' SimpleRNN offers it (tanh the default).
@@ -123,55 +152,93 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 }
 
 
-def _rnn_step_with(activation: str) -> Callable[..., tuple[Carry, States]]:
+LAYER_NORM_EPSILON = 1e-5
+
+
+def normalize(a: jax.Array, gain: jax.Array, shift: jax.Array, blocks: int = 1) -> jax.Array:
+    """LN(a; γ, β) of each of the `blocks` equal blocks of a's last axis on its own: (..., blocks*H) -> same.
+
+    Each block is centred and scaled to unit variance over its H entries (variance over H, not H − 1), then
+    multiplied by its slice of `gain` (γ) and shifted by its slice of `shift` (β), both (blocks*H,)."""
+    split = a.reshape(*a.shape[:-1], blocks, a.shape[-1] // blocks)
+    mean = split.mean(axis=-1, keepdims=True)
+    var = jnp.square(split - mean).mean(axis=-1, keepdims=True)
+    normed = ((split - mean) * jax.lax.rsqrt(var + LAYER_NORM_EPSILON)).reshape(a.shape)
+    return normed * gain + shift
+
+
+def _preactivation(params: Params, a: jax.Array, block: slice, blocks: int, layer_norm: bool) -> jax.Array:
+    """The pre-activation of the gate blocks `block` of the fused storage, from ``a = W x_t (+ b) + U h``: as is
+    (b is already in), or normalised block by block with b as the shift."""
+    if not layer_norm:
+        return a
+    return normalize(a, params["gain"][block], params["b"][block], blocks)
+
+
+def _rnn_step_with(activation: str, layer_norm: bool = False) -> Callable[..., tuple[Carry, States]]:
     phi = ACTIVATIONS[activation]
 
     def rnn_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
         edit = edit or _no_edit
         (h,) = carry
-        h = edit("h", phi(x_proj + h @ params["U"]))
+        h = edit("h", phi(_preactivation(params, x_proj + h @ params["U"], slice(None), 1, layer_norm)))
         return (h,), {"h": h}
 
     return rnn_step
 
 
-def _lstm_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
-    edit = edit or _no_edit
-    h, c = carry
-    f, i, o, g = jnp.split(x_proj + h @ params["U"], 4, axis=-1)
-    f, i, o = edit("f", jax.nn.sigmoid(f)), edit("i", jax.nn.sigmoid(i)), edit("o", jax.nn.sigmoid(o))
-    g = edit("g", jnp.tanh(g))
-    c = edit("c", f * c + i * g)
-    h = edit("h", o * jnp.tanh(c))
-    return (h, c), {"h": h, "c": c, "f": f, "i": i, "o": o, "g": g}
+def _lstm_step_with(layer_norm: bool) -> Callable[..., tuple[Carry, States]]:
+    def lstm_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
+        edit = edit or _no_edit
+        h, c = carry
+        a = _preactivation(params, x_proj + h @ params["U"], slice(None), 4, layer_norm)
+        f, i, o, g = jnp.split(a, 4, axis=-1)
+        f, i, o = edit("f", jax.nn.sigmoid(f)), edit("i", jax.nn.sigmoid(i)), edit("o", jax.nn.sigmoid(o))
+        g = edit("g", jnp.tanh(g))
+        c = edit("c", f * c + i * g)
+        c_out = normalize(c, params["c_gain"], params["c_bias"]) if layer_norm else c
+        h = edit("h", o * jnp.tanh(c_out))
+        return (h, c), {"h": h, "c": c, "f": f, "i": i, "o": o, "g": g}
+
+    return lstm_step
 
 
-def _gru_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
-    edit = edit or _no_edit
-    (h,) = carry
-    H = h.shape[-1]
-    U = params["U"]
-    xz, xr, xh = jnp.split(x_proj, 3, axis=-1)
-    zr = h @ U[:, : 2 * H]
-    z = edit("z", jax.nn.sigmoid(xz + zr[..., :H]))
-    r = edit("r", jax.nn.sigmoid(xr + zr[..., H:]))
-    # The reset gate multiplies h_{t-1} *before* the matrix product (not PyTorch's convention).
-    h_hat = edit("h_hat", jnp.tanh(xh + (r * h) @ U[:, 2 * H :]))
-    h = edit("h", (1.0 - z) * h + z * h_hat)
-    return (h,), {"h": h, "z": z, "r": r, "h_hat": h_hat}
+def _gru_step_with(layer_norm: bool) -> Callable[..., tuple[Carry, States]]:
+    def gru_step(params: Params, carry: Carry, x_proj: jax.Array, edit: Edit = None) -> tuple[Carry, States]:
+        edit = edit or _no_edit
+        (h,) = carry
+        H = h.shape[-1]
+        U = params["U"]
+        zr = _preactivation(params, x_proj[..., : 2 * H] + h @ U[:, : 2 * H], slice(0, 2 * H), 2, layer_norm)
+        z = edit("z", jax.nn.sigmoid(zr[..., :H]))
+        r = edit("r", jax.nn.sigmoid(zr[..., H:]))
+        # The reset gate multiplies h_{t-1} *before* the matrix product (not PyTorch's convention).
+        candidate = _preactivation(params, x_proj[..., 2 * H :] + (r * h) @ U[:, 2 * H :], slice(2 * H, None), 1,
+                                   layer_norm)
+        h_hat = edit("h_hat", jnp.tanh(candidate))
+        h = edit("h", (1.0 - z) * h + z * h_hat)
+        return (h,), {"h": h, "z": z, "r": r, "h_hat": h_hat}
+
+    return gru_step
 
 
 RNN = Cell("rnn", ("",), ("h",), ("h",), _rnn_step_with("tanh"))
-LSTM = Cell("lstm", ("f", "i", "o", "c"), ("h", "c"), ("h", "c", "f", "i", "o", "g"), _lstm_step)
-GRU = Cell("gru", ("z", "r", "h"), ("h",), ("h", "z", "r", "h_hat"), _gru_step)
+LSTM = Cell("lstm", ("f", "i", "o", "c"), ("h", "c"), ("h", "c", "f", "i", "o", "g"), _lstm_step_with(False))
+GRU = Cell("gru", ("z", "r", "h"), ("h",), ("h", "z", "r", "h_hat"), _gru_step_with(False))
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNN, LSTM, GRU)}
 RNNS: dict[str, Cell] = {a: RNN._replace(step=_rnn_step_with(a), activation=a) if a != "tanh" else RNN
                          for a in ACTIVATIONS}
+# The same cells with layer normalisation, made once so that each is one object (jit sees the same function).
+NORMALIZED: dict[tuple[str, str], Cell] = {
+    **{("rnn", a): RNNS[a]._replace(step=_rnn_step_with(a, True), layer_norm=True) for a in ACTIVATIONS},
+    ("lstm", "tanh"): LSTM._replace(step=_lstm_step_with(True), layer_norm=True),
+    ("gru", "tanh"): GRU._replace(step=_gru_step_with(True), layer_norm=True),
+}
 
 
-def get(kind: str, activation: str = "tanh") -> Cell:
+def get(kind: str, activation: str = "tanh", layer_norm: bool = False) -> Cell:
     """The cell called `kind` ("rnn", "lstm" or "gru"); for the RNN, with the activation φ called `activation`
-    ("tanh", "relu" or "identity").
+    ("tanh", "relu" or "identity"); with `layer_norm`, its layer-normalised form (the module's docstring).
 
     Raises:
       ValueError: an unknown kind or activation, or an activation other than tanh for the LSTM or GRU.
@@ -180,12 +247,17 @@ def get(kind: str, activation: str = "tanh") -> Cell:
         raise ValueError(f"unknown cell {kind!r}: choose one of {', '.join(CELLS)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-    if kind == "rnn":
-        return RNNS[activation]
-    if activation != "tanh":
+    if kind != "rnn" and activation != "tanh":
         raise ValueError(f"the {kind.upper()} has no activation to choose (its gates' nonlinearities are part of "
                          f"its equations); --activation is for --cell rnn")
-    return CELLS[kind]
+    if layer_norm:
+        return NORMALIZED[kind, activation]
+    return RNNS[activation] if kind == "rnn" else CELLS[kind]
+
+
+def of(config: Any) -> Cell:
+    """The cell a `charrnn.config.ModelConfig` describes: its kind, activation and layer normalisation."""
+    return get(config.cell, config.activation, getattr(config, "layer_norm", False))
 
 
 def scan(

@@ -51,6 +51,8 @@ class ModelConfig(DictRoundTrip):
     # every row and time step of its window (Merity et al. 2017's weight drop), so the recurrence itself is
     # regularised without a mask per time step. 0: off.
     weight_drop: float = 0.0
+    # Layer normalisation of every gate's pre-activation and of the LSTM's cell state (equations in cells.py).
+    layer_norm: bool = False
 
     def __post_init__(self):
         if self.cell not in CELL_KINDS:

@@ -29,7 +29,7 @@ Carry = list  # one cells.Carry per layer
 
 def init(key: jax.Array, config: ModelConfig) -> Params:
     """Fresh parameters for `config` from the PRNG `key`."""
-    cell = cells.get(config.cell, config.activation)
+    cell = cells.of(config)
     k_embed, k_head, *k_layers = jax.random.split(key, 2 + config.num_layers)
     H, V, E = config.hidden_size, config.vocab_size, config.embedding_size
     layers = [
@@ -48,7 +48,7 @@ def init(key: jax.Array, config: ModelConfig) -> Params:
 
 def initial_carry(config: ModelConfig, batch_size: int) -> Carry:
     """The zero state for every layer, each array (batch_size, H)."""
-    cell = cells.get(config.cell, config.activation)
+    cell = cells.of(config)
     return [cell.initial_carry((batch_size,), config.hidden_size) for _ in range(config.num_layers)]
 
 
@@ -69,7 +69,7 @@ def weight_drop_masks(key: Optional[jax.Array], config: ModelConfig) -> Optional
     weight drop (no key, or `config.weight_drop` 0)."""
     if key is None or config.weight_drop == 0.0:
         return None
-    G = cells.get(config.cell, config.activation).num_gates
+    G = cells.of(config).num_gates
     keys = list(jax.random.split(key, config.num_layers))
     return fused.dropout_masks(keys, config.weight_drop, (config.hidden_size, G * config.hidden_size))
 
@@ -112,19 +112,20 @@ def run_layers(
         layer (see `cells.Edit`): inspection clamps units and probes gradients with it.
       edit_inputs: optional per-layer list of per-step inputs for `edit`, each with leading axis T.
       fast: when only "h" is asked for and there is no `edit`, run the layers through `charrnn.fused` (the same
-        maths with a hand-written backward pass); False runs the plain `cells.scan` (the reference).
+        maths with a hand-written backward pass); False runs the plain `cells.scan` (the reference), as does a
+        layer-normalised cell always (autodiff differentiates it).
 
     Returns:
       The final carry and, per layer, a dict of states each (T, B, H). The last layer's "h" is *after* the
       dropout that precedes the head.
     """
-    cell = cells.get(config.cell, config.activation)
+    cell = cells.of(config)
     outputs = tuple(dict.fromkeys(("h", *outputs)))
     x = params["embedding"][tokens_tm]  # (T, B, E)
     if dropout_keep is None:
         dropout_keep = dropout_masks(dropout_key, config, *tokens_tm.shape)
     keeps = list(dropout_keep) if dropout_keep is not None and config.dropout_rate > 0 else [None] * config.num_layers
-    if edit is None and outputs == ("h",) and fast:  # training, evaluation: the same maths, faster
+    if edit is None and outputs == ("h",) and fast and not cell.layer_norm:  # training, evaluation: faster
         first, tokens = params["layers"][0], None
         if config.vocab_size <= tokens_tm.size:
             # W_0 e_t + b_0 depends on the token alone: project the (vocab, E) embedding once and let each step
@@ -186,7 +187,7 @@ def step(params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry) -
 
     The same maths as `forward` (which runs layer by layer over a whole window); no dropout.
     """
-    cell = cells.get(config.cell, config.activation)
+    cell = cells.of(config)
     x = params["embedding"][tokens]  # (B, E)
     new_carry = []
     for layer_params, layer_carry in zip(params["layers"], carry):

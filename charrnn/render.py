@@ -117,7 +117,8 @@ def checkpoint_info(info: dict[str, Any]) -> Table:
     rows = [
         ("checkpoint", info["checkpoint"]),
         ("format version", str(info["format_version"])),
-        ("model", f"{m['num_layers']}-layer {m['cell'].upper()}, {m['hidden_size']} units, embedding "
+        ("model", f"{m['num_layers']}-layer {m['cell'].upper()}{' (layer-normalised)' if m.get('layer_norm') else ''}, "
+                  f"{m['hidden_size']} units, embedding "
                   f"{m['embedding_size']}, dropout {_dropout(m['dropout'], info.get('dropout'))}"
                   + (f", weight drop {m['weight_drop']:g}" if m.get("weight_drop") else "")),
         ("parameters", f"{info['parameters']:,}"),

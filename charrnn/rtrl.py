@@ -13,7 +13,8 @@ same window, from the same state, it is BPTT's gradient, exactly (the tests chec
 
 The model is `charrnn.model`'s: embedding -> stacked cells -> linear head -> softmax cross-entropy, the same
 parameter pytree (`model.init`), the same carry (`model.initial_carry`) and the same loss (`model.loss`: the
-mean over the batch and the window, in nats per character), with the RNN's activation of the config. Dropout is
+mean over the batch and the window, in nats per character), with the RNN's activation and the layer
+normalisation of the config. Dropout is
 not supported (the gradient is that of
 the deterministic model). θ here is the embedding and the layers' weights, flattened with `ravel_pytree` in that
 order; the head does not act on the state, so it has no sensitivity and gets its gradient directly.
@@ -59,13 +60,15 @@ class Cost(NamedTuple):
 
 def state_size(config: ModelConfig) -> int:
     """S: floats in one stream's carry (h, and c for the LSTM, of every layer)."""
-    return config.num_layers * len(cells.get(config.cell).carry_names) * config.hidden_size
+    return config.num_layers * len(cells.of(config).carry_names) * config.hidden_size
 
 
 def num_sensitive_parameters(config: ModelConfig) -> int:
     """N: parameters the state depends on (the embedding and the layers; not the head)."""
-    G, H, E = cells.get(config.cell).num_gates, config.hidden_size, config.embedding_size
-    layers = sum(G * H * ((E if layer == 0 else H) + H + 1) for layer in range(config.num_layers))
+    cell = cells.of(config)
+    G, H, E = cell.num_gates, config.hidden_size, config.embedding_size
+    norm = (G * H + (2 * H if cell.name == "lstm" else 0)) if cell.layer_norm else 0  # the gains γ (and β_c)
+    layers = sum(G * H * ((E if layer == 0 else H) + H + 1) + norm for layer in range(config.num_layers))
     return config.vocab_size * E + layers
 
 
@@ -75,7 +78,7 @@ def cost(config: ModelConfig) -> Cost:
     Per character: the step itself (F flops), its S reverse passes for the Jacobians (about 2·S·F), the product
     ``(∂f/∂s) P`` (2·S²·N), the loss's ``∂L/∂h · P`` (2·H·N) and the head (about 6·H·V).
     """
-    G, H, E, V = cells.get(config.cell).num_gates, config.hidden_size, config.embedding_size, config.vocab_size
+    G, H, E, V = cells.of(config).num_gates, config.hidden_size, config.embedding_size, config.vocab_size
     S, N = state_size(config), num_sensitive_parameters(config)
     F = sum(2 * G * H * ((E if layer == 0 else H) + H) for layer in range(config.num_layers))
     return Cost(S * N, 2 * S * S * N + 2 * S * F + F + 2 * H * N + 6 * H * V)
@@ -98,14 +101,14 @@ def _flatten_carry(carry: Carry) -> jax.Array:
 
 
 def _unflatten_carry(config: ModelConfig, s: jax.Array) -> Carry:
-    n = len(cells.get(config.cell).carry_names)
+    n = len(cells.of(config).carry_names)
     parts = jnp.split(s, config.num_layers * n, axis=-1)
     return [tuple(parts[layer * n:(layer + 1) * n]) for layer in range(config.num_layers)]
 
 
 def _h_slice(config: ModelConfig) -> slice:
     """Where the last layer's h lies in a flattened carry."""
-    n, H = len(cells.get(config.cell).carry_names), config.hidden_size
+    n, H = len(cells.of(config).carry_names), config.hidden_size
     start = (config.num_layers - 1) * n * H
     return slice(start, start + H)
 
@@ -137,7 +140,7 @@ def rtrl_gradient(
     """
     if config.dropout:
         raise ValueError("RTRL computes the gradient of the model without dropout: set dropout to 0")
-    cell = cells.get(config.cell, config.activation)
+    cell = cells.of(config)
     recurrent, head = _split(params)
     theta, unravel = ravel_pytree(recurrent)
     S, hs = state_size(config), _h_slice(config)
@@ -186,7 +189,7 @@ class State(NamedTuple):
 
 def init_state(params: Params, config: ModelConfig, batch_size: int) -> State:
     """The zero state with zero sensitivities: where continuous training starts (and never returns to)."""
-    cell, dtype = cells.get(config.cell), params["embedding"].dtype
+    cell, dtype = cells.of(config), params["embedding"].dtype
     carry = [cell.initial_carry((batch_size,), config.hidden_size, dtype) for _ in range(config.num_layers)]
     return State(carry, init_sensitivities(params, config, batch_size))
 

@@ -27,7 +27,8 @@ from .config import ConfigError, ModelConfig, TrainConfig
 from .text import Corpus, CorpusError, UnknownCharactersError, read_text
 
 # The options of `ModelConfig` a run is started with (the rest of the options are `TrainConfig`'s).
-MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "weight_drop", "activation")
+MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "weight_drop", "activation",
+                 "layer_norm")
 # What a resumed run may change: when and how often to stop, check and log; never what it learns.
 RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
 

@@ -70,7 +70,7 @@ def _matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
     """The shapes of the weight matrices `charrnn.model.init` makes for `config`, the embedding first."""
     from . import cells
 
-    G = cells.get(config.cell, config.activation).num_gates
+    G = cells.of(config).num_gates
     H, E, V = config.hidden_size, config.embedding_size, config.vocab_size
     layers = [shape for layer in range(config.num_layers) for shape in ((E if layer == 0 else H, G * H), (H, G * H))]
     return [(V, E), *layers, (H, V)]
@@ -80,8 +80,11 @@ def parameter_count(config: ModelConfig) -> int:
     """The number of scalars `charrnn.model.init` makes for `config`: the matrices and their biases."""
     from . import cells
 
-    biases = config.num_layers * cells.get(config.cell, config.activation).num_gates * config.hidden_size
-    return sum(rows * cols for rows, cols in _matrix_shapes(config)) + biases + config.vocab_size
+    cell = cells.of(config)
+    per_layer = cell.num_gates * config.hidden_size * (2 if cell.layer_norm else 1)  # b, and γ with layer norm
+    if cell.layer_norm and cell.name == "lstm":
+        per_layer += 2 * config.hidden_size  # γ_c, β_c
+    return sum(rows * cols for rows, cols in _matrix_shapes(config)) + config.num_layers * per_layer + config.vocab_size
 
 
 def multiply_adds_per_char(config: ModelConfig) -> int:

@@ -161,3 +161,93 @@ def test_bad_weights_are_named():
         cells.run("gru", {k: v for k, v in GRU_EXAMPLE.items() if k != "U_r"}, [[1.0, 0.0]])
     with pytest.raises(ValueError, match="unknown cell"):
         cells.run("transformer", {}, [[1.0]])
+
+
+# --- layer normalisation ------------------------------------------------------------------------------------------
+
+
+def test_normalize_worked_example():
+    # Two blocks of two: [1, 2] has mean 1.5 and variance 0.25, [3, 6] mean 4.5 and variance 2.25; each becomes
+    # [-1, 1] (up to the epsilon), then is scaled by its gains and shifted by its shifts.
+    got = np.asarray(cells.normalize(np.array([1.0, 2.0, 3.0, 6.0]), np.array([1.0, 1.0, 2.0, 2.0]),
+                                     np.array([0.0, 0.0, 1.0, 1.0]), blocks=2))
+    s1, s2 = 0.5 / np.sqrt(0.25 + 1e-5), 1.5 / np.sqrt(2.25 + 1e-5)
+    np.testing.assert_allclose(got, [-s1, s1, 1 - 2 * s2, 1 + 2 * s2], rtol=1e-6)
+
+
+def numpy_layer_norm(a, gain, shift):
+    return gain * (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + 1e-5) + shift
+
+
+def numpy_layer_norm_reference(kind, w, ln, xs):
+    """The layer-normalised equations of charrnn/cells.py, one step at a time, float64, from h_0 = c_0 = 0.
+    `ln` holds γ per gate suffix ("f", "z", "" for the rnn, ...) and the LSTM's "c_gain", "c_bias"."""
+    H = w["U" if kind == "rnn" else "U_" + ("f" if kind == "lstm" else "z")].shape[0]
+    h, c = np.zeros((xs.shape[1], H)), np.zeros((xs.shape[1], H))
+    pre = lambda g, x, h: numpy_layer_norm(x @ w[f"W{g}"].T + h @ w[f"U{g}"].T, ln[g], w[f"b{g}"])
+    hs = []
+    for x in xs:
+        if kind == "rnn":
+            h = np.tanh(pre("", x, h))
+        elif kind == "lstm":
+            f, i, o = (sigmoid(pre(g, x, h)) for g in ("_f", "_i", "_o"))
+            c = f * c + i * np.tanh(pre("_c", x, h))
+            h = o * np.tanh(numpy_layer_norm(c, ln["c_gain"], ln["c_bias"]))
+        else:
+            z, r = sigmoid(pre("_z", x, h)), sigmoid(pre("_r", x, h))
+            hh = np.tanh(pre("_h", x, r * h))
+            h = (1 - z) * h + z * hh
+        hs.append(h)
+    return np.stack(hs)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_layer_normalised_scan_matches_numpy_loop(kind):
+    rng = np.random.default_rng(4)
+    T, B, d, H = 7, 3, 4, 5
+    w = random_spec_weights(kind, d, H, rng)
+    cell = cells.get(kind, layer_norm=True)
+    params = dict(cells.from_spec(kind, w))
+    suffixes = [f"_{g}" if g else "" for g in cell.gates]
+    ln = {s: rng.uniform(0.5, 1.5, H) for s in suffixes}  # not ones, so a gain in the wrong block shows
+    params["gain"] = np.concatenate([ln[s] for s in suffixes]).astype(np.float32)
+    if kind == "lstm":
+        ln["c_gain"], ln["c_bias"] = rng.uniform(0.5, 1.5, H), rng.normal(0, 0.3, H)
+        params["c_gain"], params["c_bias"] = ln["c_gain"].astype(np.float32), ln["c_bias"].astype(np.float32)
+    xs = rng.normal(size=(T, B, d))
+    _, states = cells.scan(cell, params, cell.project_inputs(params, xs.astype(np.float32)),
+                           cell.initial_carry((B,), H))
+    np.testing.assert_allclose(np.asarray(states["h"]), numpy_layer_norm_reference(kind, w, ln, xs),
+                               rtol=1e-4, atol=2e-5)
+
+
+def test_layer_normalised_cells_start_with_unit_gains_and_keep_their_biases():
+    import jax
+
+    lstm = cells.get("lstm", layer_norm=True)
+    params = lstm.init(jax.random.key(0), 3, 4)
+    assert set(params) == {"W", "U", "b", "gain", "c_gain", "c_bias"}
+    np.testing.assert_array_equal(params["gain"], np.ones(16))
+    np.testing.assert_array_equal(params["c_gain"], np.ones(4))
+    np.testing.assert_array_equal(params["c_bias"], np.zeros(4))
+    np.testing.assert_array_equal(params["b"][:4], np.ones(4))  # the forget gate's +1, now the shift after LN
+    assert set(cells.get("gru", layer_norm=True).init(jax.random.key(0), 3, 4)) == {"W", "U", "b", "gain"}
+    assert lstm.key == "lstm-ln" and cells.get("rnn", "relu", layer_norm=True).key == "rnn-relu-ln"
+    assert cells.get("lstm", layer_norm=True) is lstm  # one object per kind: jit compiles each once
+    assert not cells.get("lstm").layer_norm
+
+
+def test_layer_norm_makes_a_gate_blind_to_the_scale_of_its_input():
+    # LN(a) = LN(k a) for k > 0 (up to the epsilon): scaling every weight into the gates leaves the RNN's output.
+    import jax
+
+    cell = cells.get("rnn", layer_norm=True)
+    params = cell.init(jax.random.key(1), 3, 6)
+    xs = np.random.default_rng(5).normal(size=(5, 2, 3)).astype(np.float32)
+    run = lambda p: np.asarray(cells.scan(cell, p, cell.project_inputs(p, xs), cell.initial_carry((2,), 6))[1]["h"])
+    scaled = {**params, "W": params["W"] * 10.0, "U": params["U"] * 10.0}
+    np.testing.assert_allclose(run(scaled), run(params), rtol=1e-4, atol=1e-5)
+    plain = cells.get("rnn")  # without the normalisation the scale matters
+    run_plain = lambda p: np.asarray(cells.scan(plain, p, plain.project_inputs(p, xs),
+                                                plain.initial_carry((2,), 6))[1]["h"])
+    assert not np.allclose(run_plain(scaled), run_plain(params), atol=1e-3)

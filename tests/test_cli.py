@@ -526,6 +526,21 @@ def test_a_relu_rnn_trains_samples_and_keeps_its_activation_in_the_checkpoint(tm
     assert invoke("sample", out, "--length", "20", "--seed", "1").exit_code == 0
 
 
+def test_a_layer_normalised_lstm_trains_samples_is_inspected_and_keeps_its_norm(tmp_path):
+    from charrnn import checkpoint
+
+    corpus, out = write_corpus(tmp_path / "corpus.txt"), tmp_path / "ln"
+    result = invoke("train", corpus, "--layer-norm", *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert checkpoint.load(out).model.layer_norm and "c_gain" in checkpoint.load_params(checkpoint.load(out))["layers"][0]
+    assert "LSTM (layer-normalised)" in invoke("info", out).stdout
+    assert invoke("sample", out, "--length", "20", "--seed", "1").exit_code == 0
+    inspected = invoke("inspect-cells", out, "--max-chars", "300", "--ablation-chars", "0", "--json")
+    assert inspected.exit_code == 0, inspected.output
+    # A run keeps its architecture: resuming without the normalisation is refused, in one line.
+    assert_one_line_error(invoke("train", "--resume", out, "--no-layer-norm", "--max-steps", "30"), "layer")
+
+
 def test_an_activation_for_a_cell_that_has_none_is_one_line(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     assert_one_line_error(invoke("train", corpus, "--cell", "gru", "--activation", "identity", *TINY,

@@ -15,14 +15,17 @@ forward = jax.jit(model.forward, static_argnums=1)  # op-by-op dispatch of a sca
 
 
 def tiny(kind, **kw):
-    return ModelConfig(vocab_size=7, cell=kind, hidden_size=5, num_layers=2, embedding_size=3, **kw)
+    """A two-layer model of `kind`: "lstm", ..., or "lstm-ln", ... for its layer-normalised form."""
+    kind, _, norm = kind.partition("-")
+    return ModelConfig(vocab_size=7, cell=kind, hidden_size=5, num_layers=2, embedding_size=3,
+                       layer_norm=norm == "ln", **kw)
 
 
 def tokens(shape, seed=0, vocab=7):
     return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, shape), jnp.int32)
 
 
-@pytest.mark.parametrize("kind", fast_first(["lstm", "rnn", "gru"]))
+@pytest.mark.parametrize("kind", fast_first(["lstm", "lstm-ln", "rnn", "gru", "rnn-ln", "gru-ln"], keep=2))
 def test_gradient_matches_central_finite_differences(kind):
     config = tiny(kind)
     with jax.enable_x64(True):
@@ -60,7 +63,7 @@ def test_two_windows_with_carried_state_equal_one_long_window(kind):
     assert np.abs(np.asarray(restarted) - np.asarray(second)).max() > 1e-4
 
 
-@pytest.mark.parametrize("kind", fast_first(["lstm", "rnn", "gru"]))
+@pytest.mark.parametrize("kind", fast_first(["lstm", "gru-ln", "rnn", "gru", "lstm-ln"], keep=2))
 def test_generation_step_matches_training_forward(kind):
     config = tiny(kind)
     params = model.init(jax.random.key(3), config)

@@ -16,16 +16,19 @@ B, T, V, H, E = 2, 5, 5, 3, 2
 TOL = 1e-10
 
 
-def config_for(kind, layers, activation="tanh"):
+def config_for(kind, layers, activation="tanh", layer_norm=False):
     return ModelConfig(vocab_size=V, cell=kind, hidden_size=H, num_layers=layers, embedding_size=E,
-                       activation=activation)
+                       activation=activation, layer_norm=layer_norm)
 
 
 def float64_params(config, seed=0):
     """model.init's pytree in float64, with non-zero biases so that every term of the gradient is exercised."""
     params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(jax.random.key(seed), config))
     for k, layer in enumerate(params["layers"]):
-        layer["b"] = layer["b"] + 0.3 * jax.random.normal(jax.random.key(100 + k), layer["b"].shape, jnp.float64)
+        for name in ("b", "gain", "c_gain", "c_bias"):  # the last three with layer normalisation
+            if name in layer:
+                noise = jax.random.normal(jax.random.key(100 + k), layer[name].shape, jnp.float64)
+                layer[name] = layer[name] + 0.3 * noise
     params["head"]["b"] = jnp.linspace(-0.5, 0.5, V, dtype=jnp.float64)
     return params
 
@@ -38,11 +41,11 @@ def zero_carry(config):
 def bptt_loss(params, config, tokens, targets, carry, first=0):
     """The reference: embedding -> one plain lax.scan of the cell's step per layer -> head -> cross-entropy,
     averaged over the positions from `first` on (to take the part of a longer window's loss)."""
-    cell = cells.get(config.cell, config.activation)
+    cell = cells.of(config)
     x = params["embedding"][tokens.T]  # (T, B, E)
     for layer_params, layer_carry in zip(params["layers"], carry):
         def body(c, x_t, p=layer_params):
-            c, states = cell.step(p, c, x_t @ p["W"] + p["b"])
+            c, states = cell.step(p, c, cell.project_inputs(p, x_t))
             return c, states["h"]
 
         _, x = jax.lax.scan(body, layer_carry, x)
@@ -64,9 +67,12 @@ def max_abs_difference(a, b):
     return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("kind,layers,activation", fast_first([("lstm", 2, "tanh")] + [(k, n, "tanh") for k, n in CASES if (k, n) != ("lstm", 2)] + ACTIVATION_CASES))
-def test_rtrl_over_a_window_is_bptt(kind, layers, activation):
-    config = config_for(kind, layers, activation)
+@pytest.mark.parametrize("kind,layers,activation,layer_norm", fast_first(
+    [("lstm", 2, "tanh", False), ("lstm", 2, "tanh", True)]
+    + [(k, n, "tanh", False) for k, n in CASES if (k, n) != ("lstm", 2)]
+    + [(k, n, a, False) for k, n, a in ACTIVATION_CASES] + [("gru", 1, "tanh", True)], keep=2))
+def test_rtrl_over_a_window_is_bptt(kind, layers, activation, layer_norm):
+    config = config_for(kind, layers, activation, layer_norm)
     with jax.enable_x64(True):
         params = float64_params(config)
         tokens, targets = tokens_and_targets(T)

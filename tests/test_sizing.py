@@ -15,8 +15,10 @@ TINY = dict(hidden_size=16, num_layers=1, embedding_size=8, seq_length=16, batch
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("num_layers", [1, 3])
-def test_the_parameter_count_is_the_real_models(cell, num_layers):
-    config = ModelConfig(vocab_size=11, cell=cell, hidden_size=24, num_layers=num_layers, embedding_size=5)
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_the_parameter_count_is_the_real_models(cell, num_layers, layer_norm):
+    config = ModelConfig(vocab_size=11, cell=cell, hidden_size=24, num_layers=num_layers, embedding_size=5,
+                         layer_norm=layer_norm)
     assert sizing.parameter_count(config) == model.num_parameters(model.init(jax.random.PRNGKey(0), config))
 
 

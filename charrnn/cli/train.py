@@ -25,6 +25,7 @@ from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate,
 @click.option("--embedding-size", type=int, default=64, show_default=True, help="Character embedding size.")
 @click.option("--dropout", type=DropoutRate(), default="auto", show_default=True, help="Dropout between layers and before the output, in [0, 1); auto: none for a run of up to 5 passes over the data, more for more (docs/options.md).")
 @click.option("--weight-drop", type=float, default=0.0, show_default=True, help="DropConnect on the recurrent weights, in [0, 1): each step drops this fraction of every layer's U for the whole window (docs/options.md).")
+@click.option("--layer-norm/--no-layer-norm", default=False, help="Layer-normalise every gate's pre-activation (and the LSTM's cell state) over the units (equations in docs/model.md).")
 @click.option("--seq-length", type=int, default=100, show_default=True, help="Characters per window (truncated-BPTT length T).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Contiguous streams per step (B).")
 @click.option("--learning-rate", type=LearningRate(), default="auto", show_default=True, help="Peak learning rate; auto: 0.003, or 0.007 for a run that only --max-time stops (docs/options.md).")
