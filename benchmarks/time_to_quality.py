@@ -53,7 +53,8 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
         logs = [r for r in records if r.get("event") == "log"]
         # What the run actually was (defaults change between commits): its model, and the dropout it ended with.
-        model = {k: run["model"].get(k) for k in ("cell", "hidden_size", "num_layers", "dropout", "weight_drop")}
+        model = {k: run["model"].get(k)
+                 for k in ("cell", "hidden_size", "num_layers", "dropout", "weight_drop", "layer_norm")}
         return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,

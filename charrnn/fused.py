@@ -538,7 +538,13 @@ def run_layers(
 
     Returns:
       (final carry per layer, hidden states per layer (T, B, H)).
+
+    Raises:
+      ValueError: a layer-normalised cell (its backward pass is not written out here; `cells.scan` runs it).
     """
+    if cell.layer_norm:
+        raise ValueError("charrnn.fused has no layer-normalised cells; run them with cells.scan (model.run_layers "
+                         "does)")
     # NumPy inputs (parameters loaded from a checkpoint, ids from a corpus) become JAX arrays here: the loops
     # index them with traced step numbers, which a NumPy array cannot take.
     x, tokens = jnp.asarray(x), None if tokens is None else jnp.asarray(tokens)

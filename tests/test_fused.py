@@ -304,3 +304,10 @@ def test_an_activation_is_the_rnns_alone():
         ModelConfig(vocab_size=9, cell="rnn", activation="sigmoid")
     assert ModelConfig.from_dict({"vocab_size": 9, "cell": "rnn"}).activation == "tanh"  # a checkpoint from before
     assert cells.get("rnn", "relu").key == "rnn-relu" and cells.get("gru").key == "gru"
+
+
+def test_a_layer_normalised_cell_is_refused_not_run_without_its_norm():
+    cell = cells.get("lstm", layer_norm=True)
+    params = cell.init(jax.random.key(0), 3, 4)
+    with pytest.raises(ValueError, match="layer-normalised"):
+        fused.run_layers(cell, [params], jnp.zeros((2, 1, 3)), [cell.initial_carry((1,), 4)])
