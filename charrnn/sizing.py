@@ -51,6 +51,10 @@ MIN_WIDTH, MAX_WIDTH = 64, 2048
 # 2×384, batch 32 × window 100: 16,546 characters a second × 3 × 1.89 M = 94 G/s, the probe 77-82 G/s). Above 1:
 # training's weight gradients are whole-window products, faster than the probe's thin recurrent ones.
 PROBE_TO_TRAINING = 1.19
+# A layer-normalised cell trains through the plain scan, differentiated by JAX, not `charrnn.fused`: its characters
+# per second over the fused cell's (LSTM 2×320, batch 32 × window 100, 2-core reference machine: 12,063 against
+# 26,294; benchmarks/README.md).
+LAYER_NORM_SPEED = 0.46
 TRAINING_COST = 3.0  # a training character costs about 3 forward passes (forward, then backward: 2 products)
 PROBE_WIDTH, PROBE_STEPS, PROBE_WARMUP, PROBE_RUNS = 256, 256, 4, 10  # 30 ms a run on the reference machine
 
@@ -167,11 +171,12 @@ def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
               placement: Optional["distributed.Placement"] = None,
               train_chars: Optional[int] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
     """`model_config` with the width for `config`'s run: fitted to its time (`width_for_time`, at the speed
-    `measure_speed` finds on `placement`, over a training split of `train_chars`) when only the clock stops it
-    (`config.time_limited`), it trains by backpropagation, and one process runs it; else `DEFAULT_WIDTH`.
+    `measure_speed` finds on `placement`, times `LAYER_NORM_SPEED` for a layer-normalised cell, over a training
+    split of `train_chars`) when only the clock stops it (`config.time_limited`), it trains by backpropagation,
+    and one process runs it; else `DEFAULT_WIDTH`.
     Returns the config and how the width was fitted (None: the default)."""
     if not config.time_limited or config.gradient != "bptt" or (placement and placement.num_processes > 1):
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
-    speed = measure_speed(config.batch_size, placement)
+    speed = measure_speed(config.batch_size, placement) * (LAYER_NORM_SPEED if model_config.layer_norm else 1.0)
     fitted = width_for_time(config.max_time, model_config, speed, training_share(config, val_chars), train_chars)
     return dataclasses.replace(model_config, hidden_size=fitted.width), fitted

@@ -108,6 +108,15 @@ def test_only_a_run_that_time_alone_limits_gets_a_fitted_width():
         assert why is None and unfitted.hidden_size == sizing.DEFAULT_WIDTH
 
 
+def test_a_layer_normalised_cell_is_fitted_at_its_slower_speed(monkeypatch):
+    monkeypatch.setattr(sizing, "measure_speed", lambda batch_size, placement=None: 50e9)
+    timed = TrainConfig(max_time=600.0, max_epochs=None)
+    _, plain = sizing.fit_width(ModelConfig(vocab_size=65), timed, val_chars=10_000)
+    _, normed = sizing.fit_width(ModelConfig(vocab_size=65, layer_norm=True), timed, val_chars=10_000)
+    assert normed.speed == pytest.approx(sizing.LAYER_NORM_SPEED * plain.speed)
+    assert normed.width < plain.width
+
+
 def test_prepare_fits_the_width_only_when_none_is_given(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     small = {k: v for k, v in TINY.items() if k != "hidden_size"}
