@@ -28,12 +28,12 @@ out of the loop)::
     RNN   h_t = tanh(LN(W x_t + U h_{t-1}; γ, b))
     LSTM  f_t = σ(LN(W_f x_t + U_f h_{t-1}; γ_f, b_f))     and i_t, o_t, g_t alike, each with its own γ, b
           c_t = f_t ∘ c_{t-1} + i_t ∘ g_t
-          h_t = o_t ∘ tanh(LN(c_t; γ_c, β_c))
+          h_t = o_t ∘ tanh(LN(c_t; γ_s, β_s))
     GRU   z_t = σ(LN(W_z x_t + U_z h_{t-1}; γ_z, b_z))     and r_t alike
           ĥ_t = tanh(LN(W_h x_t + U_h (r_t ∘ h_{t-1}); γ_h, b_h))
           h_t = (1 − z_t) ∘ h_{t-1} + z_t ∘ ĥ_t
 
-γ starts at 1 and β_c at 0. Normalising keeps every gate's input at unit scale whatever the weights grow to, which
+γ starts at 1 and β_s at 0. Normalising keeps every gate's input at unit scale whatever the weights grow to, which
 lets a higher learning rate work; it costs a mean and a variance per gate per step.
 
 Each cell is a `Cell`: a handful of pure functions over an explicit parameter dict, so `scan` (the reference
@@ -51,7 +51,7 @@ equations above.
 Storage: the G gate blocks are fused and stored for row-vector batches, ``W: (d, G*H)``, ``U: (H, G*H)``,
 ``b: (G*H,)``, with the blocks in the order of `Cell.gates` (LSTM: f, i, o, c; GRU: z, r, h). The equations'
 ``W_f`` (H, d) is ``W[:, 0:H].T``. With layer normalisation, ``gain: (G*H,)`` holds the γ of every block, and the
-LSTM's ``c_gain, c_bias: (H,)`` hold γ_c, β_c.
+LSTM's ``c_gain, c_bias: (H,)`` hold γ_s, β_s.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class Cell(NamedTuple):
 
         Biases are zero except where a bias towards remembering helps long-range learning: the LSTM forget
         gate starts at +1 (Jozefowicz et al. 2015) and the GRU update gate at -1 (in this GRU, z near 0
-        keeps the old state). With layer normalisation, the gains γ start at 1 and the LSTM's β_c at 0.
+        keeps the old state). With layer normalisation, the gains γ start at 1 and the LSTM's β_s at 0.
         """
         k_w, k_u = jax.random.split(key)
         G, H = self.num_gates, hidden_size

@@ -67,7 +67,7 @@ def num_sensitive_parameters(config: ModelConfig) -> int:
     """N: parameters the state depends on (the embedding and the layers; not the head)."""
     cell = cells.of(config)
     G, H, E = cell.num_gates, config.hidden_size, config.embedding_size
-    norm = (G * H + (2 * H if cell.name == "lstm" else 0)) if cell.layer_norm else 0  # the gains γ (and β_c)
+    norm = (G * H + (2 * H if cell.name == "lstm" else 0)) if cell.layer_norm else 0  # the gains γ (and β_s)
     layers = sum(G * H * ((E if layer == 0 else H) + H + 1) + norm for layer in range(config.num_layers))
     return config.vocab_size * E + layers
 

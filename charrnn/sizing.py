@@ -87,7 +87,7 @@ def parameter_count(config: ModelConfig) -> int:
     cell = cells.of(config)
     per_layer = cell.num_gates * config.hidden_size * (2 if cell.layer_norm else 1)  # b, and γ with layer norm
     if cell.layer_norm and cell.name == "lstm":
-        per_layer += 2 * config.hidden_size  # γ_c, β_c
+        per_layer += 2 * config.hidden_size  # γ_s, β_s
     return sum(rows * cols for rows, cols in _matrix_shapes(config)) + config.num_layers * per_layer + config.vocab_size
 
 
