@@ -130,6 +130,14 @@ class Cell(NamedTuple):
                 params["c_gain"], params["c_bias"] = jnp.ones((H,), dtype), jnp.zeros((H,), dtype)
         return params
 
+    def vector_size(self, hidden_size: int) -> int:
+        """Scalars in one layer's vectors, as `init` makes them: the biases b (G*H), and with layer normalisation
+        the gains γ (G*H) and the LSTM's γ_s, β_s (H each)."""
+        G, H = self.num_gates, hidden_size
+        if not self.layer_norm:
+            return G * H
+        return 2 * G * H + (2 * H if self.name == "lstm" else 0)
+
     def initial_carry(self, batch_shape: tuple[int, ...], hidden_size: int, dtype=jnp.float32) -> Carry:
         """The zero state h_0 = 0 (and c_0 = 0), each of shape (*batch_shape, hidden_size)."""
         return tuple(jnp.zeros((*batch_shape, hidden_size), dtype) for _ in self.carry_names)
@@ -257,7 +265,7 @@ def get(kind: str, activation: str = "tanh", layer_norm: bool = False) -> Cell:
 
 def of(config: Any) -> Cell:
     """The cell a `charrnn.config.ModelConfig` describes: its kind, activation and layer normalisation."""
-    return get(config.cell, config.activation, getattr(config, "layer_norm", False))
+    return get(config.cell, config.activation, config.layer_norm)
 
 
 def scan(

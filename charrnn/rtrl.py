@@ -14,9 +14,7 @@ same window, from the same state, it is BPTT's gradient, exactly (the tests chec
 The model is `charrnn.model`'s: embedding -> stacked cells -> linear head -> softmax cross-entropy, the same
 parameter pytree (`model.init`), the same carry (`model.initial_carry`) and the same loss (`model.loss`: the
 mean over the batch and the window, in nats per character), with the RNN's activation and the layer
-normalisation of the config. Dropout is
-not supported (the gradient is that of
-the deterministic model). θ here is the embedding and the layers' weights, flattened with `ravel_pytree` in that
+normalisation of the config. Dropout is not supported (the gradient is that of the deterministic model). θ here is the embedding and the layers' weights, flattened with `ravel_pytree` in that
 order; the head does not act on the state, so it has no sensitivity and gets its gradient directly.
 
 Shapes, per stream: S = num_layers · (1 or 2 for the LSTM) · H state floats, N = vocab · E + the layers'
@@ -67,8 +65,7 @@ def num_sensitive_parameters(config: ModelConfig) -> int:
     """N: parameters the state depends on (the embedding and the layers; not the head)."""
     cell = cells.of(config)
     G, H, E = cell.num_gates, config.hidden_size, config.embedding_size
-    norm = (G * H + (2 * H if cell.name == "lstm" else 0)) if cell.layer_norm else 0  # the gains γ (and β_s)
-    layers = sum(G * H * ((E if layer == 0 else H) + H + 1) + norm for layer in range(config.num_layers))
+    layers = sum(G * H * ((E if layer == 0 else H) + H) + cell.vector_size(H) for layer in range(config.num_layers))
     return config.vocab_size * E + layers
 
 

@@ -81,14 +81,11 @@ def _matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
 
 
 def parameter_count(config: ModelConfig) -> int:
-    """The number of scalars `charrnn.model.init` makes for `config`: the matrices and their biases."""
+    """The number of scalars `charrnn.model.init` makes for `config`: the matrices, their vectors (`cells.Cell.vector_size`) and the head's bias."""
     from . import cells
 
-    cell = cells.of(config)
-    per_layer = cell.num_gates * config.hidden_size * (2 if cell.layer_norm else 1)  # b, and γ with layer norm
-    if cell.layer_norm and cell.name == "lstm":
-        per_layer += 2 * config.hidden_size  # γ_s, β_s
-    return sum(rows * cols for rows, cols in _matrix_shapes(config)) + config.num_layers * per_layer + config.vocab_size
+    vectors = config.num_layers * cells.of(config).vector_size(config.hidden_size)
+    return sum(rows * cols for rows, cols in _matrix_shapes(config)) + vectors + config.vocab_size
 
 
 def multiply_adds_per_char(config: ModelConfig) -> int:
