@@ -61,6 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="rounds of (ours, PyTorch)")
     p.add_argument("--plain", action="store_true", help="use the plain cells.scan path, not charrnn.fused")
     p.add_argument("--layer-norm", action="store_true", help="the layer-normalised cell (always the plain path)")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="the operands of the step's matrix products (bfloat16: mixed precision)")
     p.add_argument("--devices", type=int, default=None,
                    help="devices to split the batch over [default: as `charrnn train`, one per core that splits it]")
     p.add_argument("--compare-torch", action="store_true")
@@ -131,7 +133,7 @@ def main(argv=None) -> dict:
                      num_layers=args.num_layers, embedding_size=args.embedding_size, dropout=args.dropout,
                      layer_norm=args.layer_norm)
     tc = TrainConfig(batch_size=args.batch_size, seq_length=args.seq_length, learning_rate=2e-3, warmup_steps=0,
-                     decay="constant")
+                     decay="constant", precision=args.precision)
     B, T = args.batch_size, args.seq_length
     optimizer = optim.make_optimizer(tc, None)
     # The devices `charrnn train` would use here (one per core, as many as split the batch; --devices 1 or
@@ -186,7 +188,7 @@ def main(argv=None) -> dict:
     flops = model_flops(args.cell, args.hidden_size, args.num_layers, args.embedding_size, mc.vocab_size, B, T)
 
     out = {
-        "bench": "train", "path": path_name(args), "devices": placement.devices, "cell": args.cell,
+        "bench": "train", "path": path_name(args), "precision": args.precision, "devices": placement.devices, "cell": args.cell,
         "hidden_size": args.hidden_size, "num_layers": args.num_layers, "embedding_size": args.embedding_size,
         "batch_size": B, "seq_length": T, "dropout": args.dropout, "vocab": mc.vocab_size,
         "corpus_chars": int(len(corpus.ids)),

@@ -12,6 +12,7 @@ ACTIVATIONS = ("tanh", "relu", "identity")  # the vanilla RNN's φ (as Keras' Si
 OPTIMIZERS = ("adam", "rmsprop")
 GRADIENTS = ("bptt", "rtrl")
 STATE_RESETS = ("epoch", "never")
+PRECISIONS = ("float32", "bfloat16")  # of the training step's matrix products (see charrnn.precision)
 
 
 class ConfigError(ValueError):
@@ -107,6 +108,10 @@ class TrainConfig(DictRoundTrip):
     gradient: str = "bptt"  # bptt (truncated, backward) or rtrl (exact, forward in time: small networks only)
     state_reset: str = "epoch"  # epoch: every stream starts from the zero state each epoch; never: continuous
     update_every: Optional[int] = None  # rtrl: characters per weight update (default: seq_length)
+    # The operands of the training step's matrix products: float32, or bfloat16 with float32 sums (mixed
+    # precision; parameters, gates, carries, gradients and validation stay float32). `charrnn.runs.prepare`
+    # picks bfloat16 for a run that only time stops, where this machine multiplies it faster.
+    precision: str = "float32"
 
     @property
     def time_limited(self) -> bool:
@@ -145,6 +150,11 @@ class TrainConfig(DictRoundTrip):
                 raise ConfigError(f"{name.replace('_', '-')} must be positive, got {value}")
         if self.gradient not in GRADIENTS:
             raise ConfigError(f"unknown gradient {self.gradient!r}: choose one of {', '.join(GRADIENTS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.precision != "float32" and self.gradient != "bptt":
+            raise ConfigError(f"--precision {self.precision} is for BPTT's fused training step; RTRL runs in "
+                              "float32: drop --precision")
         if self.state_reset not in STATE_RESETS:
             raise ConfigError(f"unknown state reset {self.state_reset!r}: choose one of {', '.join(STATE_RESETS)}")
         if self.update_every is not None and self.gradient != "rtrl":

@@ -78,6 +78,17 @@ def _activate(a: jax.Array, num_sigmoid: int, H: int) -> jax.Array:
     return jnp.tanh(a * half) * half + (1.0 - half)
 
 
+def _cast(x: jax.Array, dtype: Optional[str]) -> jax.Array:
+    """`x` in the products' dtype (None: as it is)."""
+    return x if dtype is None else x.astype(dtype)
+
+
+def _dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """a @ b in b's dtype, `a` cast to it, accumulated and returned in at least float32: with b in bfloat16 (the
+    products' precision, see `run_layers`) the sums and everything after them stay float32."""
+    return jnp.dot(a.astype(b.dtype), b, preferred_element_type=jnp.promote_types(a.dtype, jnp.float32))
+
+
 class _Math(NamedTuple):
     """One cell kind, as the generic forward and backward loops use it.
 
@@ -90,7 +101,8 @@ class _Math(NamedTuple):
         prev_t: the carry entering the step; da_t (B, G*H): gradient of the pre-activations;
         dh_direct: the part of dh_{t-1} that does not go through ``hu`` (None if nothing), so that
         ``dh_{t-1} = dh_direct + da_t[:, :R] @ U[:, :R]^T``; drest_prev: gradient reaching c_{t-1}.
-    weight_grad(h_prev, da, saved) -> dU over the window: h_prev (T, B, H), da (T, B, G*H).
+    weight_grad(h_prev, da, saved, dtype) -> dU over the window: h_prev (T, B, H), da (T, B, G*H); products in
+        `dtype` (None: the inputs' own).
     pack(carry_t, saved_t) -> (slab, extras): what a step saves, as one (B, G*H) block and the rest (a tuple of
         (B, H)); unpack(slab, extras) -> saved_t is its inverse. The layer-at-a-time path keeps the slabs in the
         buffer that held the step's projected input, so saving them needs no buffer of its own.
@@ -168,7 +180,7 @@ def _gru_forward(U, carry, x_t, hu):
     H = h.shape[-1]
     zr = _activate(x_t[..., : 2 * H] + hu, 2, H)
     z, r = zr[..., :H], zr[..., H:]
-    h_hat = jnp.tanh(x_t[..., 2 * H :] + (r * h) @ U[:, 2 * H :])  # reset before the product, as in cells.py
+    h_hat = jnp.tanh(x_t[..., 2 * H :] + _dot(r * h, U[:, 2 * H :]))  # reset before the product, as in cells.py
     return ((1.0 - z) * h + z * h_hat,), (zr, h_hat)
 
 
@@ -178,26 +190,31 @@ def _gru_backward(U, dh, drest, saved, prev, carry):
     H = h_prev.shape[-1]
     z, r = zr[..., :H], zr[..., H:]
     da_h = dh * z * (1.0 - h_hat * h_hat)
-    d_rh = da_h @ U[:, 2 * H :].T  # gradient reaching r ∘ h_{t-1}
+    d_rh = _dot(da_h, U[:, 2 * H :].T)  # gradient reaching r ∘ h_{t-1}
     da_z = dh * (h_hat - h_prev) * z * (1.0 - z)
     da_r = d_rh * h_prev * r * (1.0 - r)
     return jnp.concatenate([da_z, da_r, da_h], axis=-1), dh * (1.0 - z) + d_rh * r, ()
 
 
-def _outer_sum(a, b):
-    """sum_t a_t^T b_t over the window as one matmul: a (T, B, m), b (T, B, n) -> (m, n)."""
-    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+def _outer_sum(a, b, dtype=None):
+    """sum_t a_t^T b_t over the window as one matmul, the products in `dtype` (None: the inputs' own):
+    a (T, B, m), b (T, B, n) -> (m, n), in at least float32."""
+    # As an einsum, not ``a.reshape(-1, m).T @ ...``: XLA:CPU turns a bfloat16 product with a transposed first
+    # operand back into a float32 one, at float32's speed; this form it runs as bfloat16 (as fast in float32).
+    return jnp.einsum("...m,...n->mn", _cast(a, dtype), _cast(b, dtype),
+                      preferred_element_type=jnp.promote_types(a.dtype, jnp.float32))
 
 
-def _rnn_weight_grad(h_prev, da, saved):
-    return _outer_sum(h_prev, da)
+def _rnn_weight_grad(h_prev, da, saved, dtype):
+    return _outer_sum(h_prev, da, dtype)
 
 
-def _gru_weight_grad(h_prev, da, saved):
+def _gru_weight_grad(h_prev, da, saved, dtype):
     zr, _ = saved
     H = h_prev.shape[-1]
     r = zr[..., H:]
-    return jnp.concatenate([_outer_sum(h_prev, da[..., : 2 * H]), _outer_sum(r * h_prev, da[..., 2 * H :])], axis=-1)
+    return jnp.concatenate([_outer_sum(h_prev, da[..., : 2 * H], dtype),
+                            _outer_sum(r * h_prev, da[..., 2 * H :], dtype)], axis=-1)
 
 
 def _gru_unpack(slab, extras):
@@ -236,6 +253,7 @@ class _Spec(NamedTuple):
     steps: int  # T
     unroll: int
     rate: float  # dropout rate between layers (0: none)
+    matmul_dtype: Optional[str]  # the products' dtype (None: the parameters')
 
 
 def _pad(a, front, back):
@@ -275,6 +293,7 @@ def _forward_scan(spec: _Spec, xp0, tokens, Us, Ws, bs, carry0, keeps, save: boo
     per layer the new carry (h_t first) and, if `save`, what the backward pass needs."""
     math, L, H = _MATH[spec.kind], spec.num_layers, Us[0].shape[0]
     R = math.num_rec * H
+    Us, Ws = [_cast(U, spec.matmul_dtype) for U in Us], [_cast(W, spec.matmul_dtype) for W in Ws]
     # h^l @ [U_l[:, :R] | W_{l+1}]: layer l's recurrent term and layer l+1's input in one product (without
     # dropout: with it, layer l+1 sees a masked copy of h^l, so the products are separate).
     fuse_input = spec.rate == 0.0
@@ -288,12 +307,12 @@ def _forward_scan(spec: _Spec, xp0, tokens, Us, Ws, bs, carry0, keeps, save: boo
         for l in range(L):
             h = carries[l][0]
             if cat[l] is not None:
-                prod = h @ cat[l]
+                prod = _dot(h, cat[l])
                 hu[l], x_in[l + 1] = prod[:, :R], prod[:, R:] + bs[l]
             else:
-                hu[l] = h @ Us[l][:, :R]
+                hu[l] = _dot(h, Us[l][:, :R])
                 if l < L - 1:
-                    x_in[l + 1] = _drop(keep_k[l], h, spec.rate) @ Ws[l] + bs[l]
+                    x_in[l + 1] = _dot(_drop(keep_k[l], h, spec.rate), Ws[l]) + bs[l]
         new, outs = [], []
         for l in range(L):
             carry, saved = math.forward(Us[l], carries[l], x_in[l], hu[l])
@@ -333,12 +352,13 @@ def _stack_bwd(spec, residuals, cotangents):
     table, tokens, Us, Ws, carry0, keeps, outs = residuals
     dhs, dfinal = cotangents
     math, L, T, H = _MATH[spec.kind], spec.num_layers, spec.steps, Us[0].shape[0]
-    R = math.num_rec * H
+    R, dtype = math.num_rec * H, spec.matmul_dtype
+    Uc, Wc = [_cast(U, dtype) for U in Us], [_cast(W, dtype) for W in Ws]
     # The carry entering each iteration (K, B, H), per layer.
     prev = [jax.tree.map(_shift, carry0[l], outs[l][0]) for l in range(L)]
     # da^l @ [U_l[:, :R] | W_l]^T: layer l's recurrent gradient and the gradient reaching layer l-1's output.
     G = Us[0].shape[1]
-    cat = [None] + [jnp.concatenate([Us[l], Ws[l - 1]], axis=0) if R == G else None for l in range(1, L)]
+    cat = [None] + [jnp.concatenate([Uc[l], Wc[l - 1]], axis=0) if R == G else None for l in range(1, L)]
 
     def body(state, inp):
         k, dh_out, saved, prev_k, carry_k, keep_k = inp
@@ -346,17 +366,17 @@ def _stack_bwd(spec, residuals, cotangents):
         new_rec, new_rest, new_above, das = [], [], [None] * L, []
         for l in range(L):
             dh = dh_rec[l] + dh_out[l] + (dx_above[l] if l < L - 1 else 0.0)
-            da, dh_direct, drest_prev = math.backward(Us[l], dh, drest[l], saved[l], prev_k[l], carry_k[l])
+            da, dh_direct, drest_prev = math.backward(Uc[l], dh, drest[l], saved[l], prev_k[l], carry_k[l])
             if L > 1:
                 ok = _valid(spec, k, l)
                 da = jnp.where(ok, da, 0.0)
             if l == 0:  # the first layer's input gradient is da^0 itself (its projection is outside)
-                rec, below = da[:, :R] @ Us[0][:, :R].T, None
+                rec, below = _dot(da[:, :R], Uc[0][:, :R].T), None
             elif cat[l] is not None:
-                prod = da @ cat[l].T
+                prod = _dot(da, cat[l].T)
                 rec, below = prod[:, :H], prod[:, H:]
             else:  # gru: only z and r went through the first product, W saw all three gates
-                rec, below = da[:, :R] @ Us[l][:, :R].T, da @ Ws[l - 1].T
+                rec, below = _dot(da[:, :R], Uc[l][:, :R].T), _dot(da, Wc[l - 1].T)
             rec = rec if dh_direct is None else rec + dh_direct
             if L > 1:
                 rec, drest_prev = _select(ok, (rec, drest_prev), (dh_rec[l], drest[l]))
@@ -384,8 +404,8 @@ def _stack_bwd(spec, residuals, cotangents):
     da = [window(das[l], l) for l in range(L)]
     h_prev = [window(prev[l][0], l) for l in range(L)]
     hs = [window(outs[l][0][0], l) for l in range(L)]
-    dUs = [math.weight_grad(h_prev[l], da[l], window(outs[l][1], l)) for l in range(L)]
-    dWs = [_outer_sum(_drop(keeps[l - 1] if keeps else None, hs[l - 1], spec.rate), da[l]) for l in range(1, L)]
+    dUs = [math.weight_grad(h_prev[l], da[l], window(outs[l][1], l), dtype) for l in range(L)]
+    dWs = [_outer_sum(_drop(keeps[l - 1] if keeps else None, hs[l - 1], spec.rate), da[l], dtype) for l in range(1, L)]
     dbs = [da[l].sum(axis=(0, 1)) for l in range(1, L)]
     dcarry0 = [(dh0[l], *drest0[l]) for l in range(L)]
     dxp0 = da[0] if tokens is None else _gathered_rows_grad(table, tokens, da[0])
@@ -405,6 +425,7 @@ class _LayerSpec(NamedTuple):
     steps: int  # T
     unroll: int
     gather: bool  # x is (T, B) token ids and W the (vocab, G*H) table of projected inputs (b unused)
+    matmul_dtype: Optional[str]  # the products' dtype (None: the parameters')
 
 
 def _read(buf, k):
@@ -433,12 +454,14 @@ def _layer_forward(spec: _LayerSpec, x, W, b, U, carry0, save: bool):
     if spec.gather:
         buf = jnp.zeros((spec.steps, x.shape[1], W.shape[1]), W.dtype) if save else None
     else:
-        buf = x @ W
+        buf = _dot(x, _cast(W, spec.matmul_dtype))
+    U = _cast(U, spec.matmul_dtype)  # once, before the loop
+    U_rec = U[:, :R]
 
     def body(state, k):
         carry, buf = state
         x_t = W[x[k]] if spec.gather else _read(buf, k) + b
-        new, saved = math.forward(U, carry, x_t, carry[0] @ U[:, :R])
+        new, saved = math.forward(U, carry, x_t, _dot(carry[0], U_rec))
         if not save:
             return (new, buf), new[0]
         slab, extras = math.pack(new, saved)
@@ -466,7 +489,8 @@ def _layer_bwd(spec, residuals, cotangents):
     x, W, U, carry0, carries, extras, buf = residuals
     dhs, dfinal = cotangents
     math, T, H = _MATH[spec.kind], spec.steps, U.shape[0]
-    R = math.num_rec * H
+    R, dtype = math.num_rec * H, spec.matmul_dtype
+    U = _cast(U, dtype)
 
     # U[:, :R]^T as an array of its own: inside the loop ``da @ U^T`` would be a transposed-operand product, which
     # XLA:CPU runs markedly slower there than the plain one (benchmarks/README.md).
@@ -479,19 +503,23 @@ def _layer_bwd(spec, residuals, cotangents):
         saved = math.unpack(_read(buf, k), tuple(e[k] for e in extras))
         da, dh_direct, drest_prev = math.backward(U, dh_rec + dhs[k], drest, saved, prev,
                                                   tuple(c[k] for c in carries))
-        rec = da[:, :R] @ U_rec_T
-        rec = rec if dh_direct is None else rec + dh_direct
         if math.overwrite:  # slab k is not read again: da_k takes its place
-            return (rec, drest_prev, _write(buf, k, da)), None
-        return (rec, drest_prev, buf), da
+            buf = _write(buf, k, da)
+            # The product reads da_k back from the buffer, after the write: computed from slab k instead, its
+            # cast to bfloat16 would be a second reader of the old buffer, which XLA then copies whole, every step.
+            rec = _dot(_read(buf, k)[:, :R], U_rec_T)
+        else:
+            rec = _dot(da[:, :R], U_rec_T)
+        rec = rec if dh_direct is None else rec + dh_direct
+        return (rec, drest_prev, buf), (None if math.overwrite else da)
 
     state0 = (dfinal[0], tuple(dfinal[1:]), buf)
     (dh0, drest0, buf), das = jax.lax.scan(body, state0, jnp.arange(T), reverse=True, unroll=spec.unroll)
     da = buf if math.overwrite else das
-    dU = math.weight_grad(_shift(carry0[0], carries[0]), da, None if math.overwrite else math.unpack(buf, ()))
+    dU = math.weight_grad(_shift(carry0[0], carries[0]), da, None if math.overwrite else math.unpack(buf, ()), dtype)
     if spec.gather:
         return None, _gathered_rows_grad(W, x, da), None, dU, (dh0, *drest0)
-    return da @ W.T, _outer_sum(x, da), da.sum(axis=(0, 1)), dU, (dh0, *drest0)
+    return _dot(da, _cast(W, dtype).T), _outer_sum(x, da, dtype), da.sum(axis=(0, 1)), dU, (dh0, *drest0)
 
 
 _layer.defvjp(_layer_fwd, _layer_bwd)
@@ -519,6 +547,7 @@ def run_layers(
     wavefront: Optional[bool] = None,
     unroll: int = 1,
     tokens: Optional[jax.Array] = None,
+    matmul_dtype: Optional[str] = None,
 ) -> tuple[list, list]:
     """Stacked recurrent layers over time, the same maths as a loop of `cells.scan` calls.
 
@@ -535,6 +564,9 @@ def run_layers(
       unroll: time steps per loop iteration.
       tokens: (T, B) int ids; `x` is then the (vocab, G*H) table of the first layer's projected inputs (row v:
         W_0 e_v + b_0, for the embedding e_v of id v), and each step gathers its own rows.
+      matmul_dtype: the dtype of every matrix product's operands, forward and backward ("bfloat16": mixed
+        precision, see `charrnn.precision`); the products accumulate in float32 and everything else (the gates,
+        the carries, the gradients returned) stays in the parameters' dtype. None or "float32": as they are.
 
     Returns:
       (final carry per layer, hidden states per layer (T, B, H)).
@@ -555,11 +587,12 @@ def run_layers(
     rate = dropout if keeps else 0.0
     if wavefront is None:
         wavefront = H <= WAVEFRONT_MAX_HIDDEN[cell.name]
+    matmul_dtype = None if matmul_dtype in (None, "float32") else matmul_dtype
     carry = [tuple(c) for c in carry]
     if T == 0:  # nothing to run (e.g. sampling without a prime); the loops index their buffers, so skip them
         return carry, [jnp.zeros((0, B, H), c[0].dtype) for c in carry]
     if wavefront:
-        spec = _Spec(cell.key, L, T, unroll, rate)
+        spec = _Spec(cell.key, L, T, unroll, rate, matmul_dtype)
         xp0 = x if tokens is not None else cell.project_inputs(layers[0], x)
         Us = [p["U"] for p in layers]
         hs, final = _stack(spec, xp0, tokens, Us, [p["W"] for p in layers[1:]], [p["b"] for p in layers[1:]],
@@ -568,11 +601,11 @@ def run_layers(
     final, hs = [], []
     for l, p in enumerate(layers):
         if l == 0 and tokens is not None:
-            h, c = _layer(_LayerSpec(cell.key, T, unroll, True), tokens, x, None, p["U"], carry[l])
+            h, c = _layer(_LayerSpec(cell.key, T, unroll, True, matmul_dtype), tokens, x, None, p["U"], carry[l])
         else:
             if l > 0:
                 x = _drop(keeps[l - 1] if keeps else None, x, rate)
-            h, c = _layer(_LayerSpec(cell.key, T, unroll, False), x, p["W"], p["b"], p["U"], carry[l])
+            h, c = _layer(_LayerSpec(cell.key, T, unroll, False, matmul_dtype), x, p["W"], p["b"], p["U"], carry[l])
         final.append(c)
         hs.append(h)
         x = h

@@ -99,6 +99,7 @@ def run_layers(
     edit: Optional[Callable] = None,
     edit_inputs: Optional[list] = None,
     fast: bool = True,
+    matmul_dtype: Optional[str] = None,
 ) -> tuple[Carry, list[cells.States]]:
     """Runs the embedding and every recurrent layer over time-major tokens.
 
@@ -114,6 +115,8 @@ def run_layers(
       fast: when only "h" is asked for and there is no `edit`, run the layers through `charrnn.fused` (the same
         maths with a hand-written backward pass); False runs the plain `cells.scan` (the reference), as does a
         layer-normalised cell always (autodiff differentiates it).
+      matmul_dtype: the fused layers' product precision ("bfloat16" or None; see `fused.run_layers`); the plain
+        scan ignores it.
 
     Returns:
       The final carry and, per layer, a dict of states each (T, B, H). The last layer's "h" is *after* the
@@ -133,7 +136,7 @@ def run_layers(
             # whole window.
             x, tokens = params["embedding"] @ first["W"] + first["b"], tokens_tm
         new_carry, hs = fused.run_layers(cell, params["layers"], x, carry, dropout_keeps=keeps[:-1],
-                                         dropout=config.dropout_rate, tokens=tokens)
+                                         dropout=config.dropout_rate, tokens=tokens, matmul_dtype=matmul_dtype)
         return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keeps[-1], config.dropout_rate, hs[-1])}]
     new_carry, layer_states = [], []
     for layer, layer_params in enumerate(params["layers"]):
@@ -163,6 +166,7 @@ def forward(
     dropout_key: Optional[jax.Array] = None,
     dropout_keep: Optional[Sequence[jax.Array]] = None,
     fast: bool = True,
+    matmul_dtype: Optional[str] = None,
 ) -> tuple[jax.Array, Carry]:
     """Next-character logits for a batch of windows.
 
@@ -172,12 +176,13 @@ def forward(
       dropout_key: a PRNG key turns dropout on (training); None turns it off.
       dropout_keep: or the keep-masks themselves (see `dropout_masks`).
       fast: the fused layers (default) or the plain scan (see `run_layers`).
+      matmul_dtype: the fused layers' product precision (see `run_layers`).
 
     Returns:
       logits (B, T, vocab) — position t predicts token t+1 — and the carry after the last character.
     """
     carry, states = run_layers(params, config, tokens.T, carry, dropout_key=dropout_key, dropout_keep=dropout_keep,
-                               fast=fast)
+                               fast=fast, matmul_dtype=matmul_dtype)
     logits = head(params, states[-1]["h"])  # (T, B, V)
     return jnp.swapaxes(logits, 0, 1), carry
 
@@ -230,11 +235,12 @@ def loss(
     dropout_key: Optional[jax.Array] = None,
     dropout_keep: Optional[Sequence[jax.Array]] = None,
     fast: bool = True,
+    matmul_dtype: Optional[str] = None,
 ) -> tuple[jax.Array, Carry]:
     """Mean cross-entropy in nats per character of `targets` (B, T) given `inputs` (B, T), and the new carry.
-    Dropout and `fast` as in `forward`."""
+    Dropout, `fast` and `matmul_dtype` as in `forward`."""
     logits, carry = forward(params, config, inputs, carry, dropout_key=dropout_key, dropout_keep=dropout_keep,
-                            fast=fast)
+                            fast=fast, matmul_dtype=matmul_dtype)
     return cross_entropy(logits, targets), carry
 
 

@@ -29,8 +29,10 @@ from .text import Corpus, CorpusError, UnknownCharactersError, read_text
 # The options of `ModelConfig` a run is started with (the rest of the options are `TrainConfig`'s).
 MODEL_OPTIONS = ("cell", "hidden_size", "num_layers", "embedding_size", "dropout", "weight_drop", "activation",
                  "layer_norm")
-# What a resumed run may change: when and how often to stop, check and log; never what it learns.
-RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every")
+# What a resumed run may change: when and how often to stop, check and log, and the precision of its products;
+# never what it learns.
+RESUME_MAY_CHANGE = ("max_epochs", "max_steps", "max_time", "max_bad_steps", "eval_every", "log_every",
+                     "precision")
 
 
 @dataclasses.dataclass
@@ -77,8 +79,9 @@ def prepare(
       corpus_path: the text to train on (default: the bundled corpus, or when resuming the run's own corpus).
       options: `ModelConfig` (`MODEL_OPTIONS`) and `TrainConfig` fields; missing ones take their defaults, but
         a missing (or None) hidden_size is fitted to the run (`charrnn.sizing.fit_width`: to its time, when only
-        `max_time` limits it). When resuming, the checkpoint's settings are used, and only
-        `RESUME_MAY_CHANGE` may differ from them.
+        `max_time` limits it), and so is a missing (or None, or "auto") precision (`charrnn.sizing.fit_precision`:
+        bfloat16 products where this machine runs them faster, for such a run; else float32). When resuming, the
+        checkpoint's settings are used, and only `RESUME_MAY_CHANGE` may differ from them.
       given: which of `options` the user set (default: all of them): only those are checked against a resumed
         checkpoint, so a default never counts as asking for a change.
       out: the output directory (default: runs/<corpus name>, numbered if taken; when resuming, the run's own).
@@ -93,6 +96,10 @@ def prepare(
     """
     options = dict(options or {})
     given = set(options) if given is None else set(given)
+    fit_precision = options.get("precision") in (None, "auto")
+    if fit_precision:
+        options.pop("precision", None)
+        given.discard("precision")
     if "max_time" in given and options.get("max_time") is not None and "max_epochs" not in given:
         # A time budget, and no epoch limit asked for: the time is the limit (and the schedule fits it).
         options["max_epochs"], given = None, given | {"max_epochs"}
@@ -113,11 +120,14 @@ def prepare(
         corpus = corpus_for_checkpoint(ckpt, corpus, force)
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
-    fitted = None
+    fitted, speeds = None, None
+    if ckpt is None and fit_precision:
+        config, speeds = sizing.fit_precision(config, placement)
     if no_width:
         splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
         (start, end), (train_start, train_end) = splits.val, splits.train
-        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement, train_end - train_start)
+        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement,
+                                                train_end - train_start, speeds)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()

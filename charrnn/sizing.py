@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Optional
 import jax
 import jax.numpy as jnp
 
-from .config import ModelConfig, TrainConfig
+from .config import PRECISIONS, ModelConfig, TrainConfig
 from .validation import auto_eval_every
 
 if TYPE_CHECKING:
@@ -49,12 +49,17 @@ WIDTH_MULTIPLE = 32
 MIN_WIDTH, MAX_WIDTH = 64, 2048
 # Training's multiply-adds per second over the probe's on the reference machine (2-core Xeon, 2 devices; LSTM
 # 2×384, batch 32 × window 100: 16,546 characters a second × 3 × 1.89 M = 94 G/s, the probe 77-82 G/s). Above 1:
-# training's weight gradients are whole-window products, faster than the probe's thin recurrent ones.
-PROBE_TO_TRAINING = 1.19
+# training's weight gradients are whole-window products, faster than the probe's thin recurrent ones. With
+# bfloat16 products the ratio is 1.03 times float32's (a 2-core Xeon with AMX: 44,047 characters a second, 250
+# G/s, against the probe's 172-186 G/s; float32 there: 20,579, 117 G/s, the probe 84-92 G/s).
+PROBE_TO_TRAINING = {"float32": 1.19, "bfloat16": 1.23}
 # A layer-normalised cell trains through the plain scan, differentiated by JAX, not `charrnn.fused`: its characters
 # per second over the fused cell's (LSTM 2×320, batch 32 × window 100, 2-core reference machine: 12,063 against
 # 26,294; benchmarks/README.md).
 LAYER_NORM_SPEED = 0.46
+# A run that only time stops takes bfloat16 products where the probe runs them this much faster than float32's
+# (2.1 times on a Xeon with AMX; a CPU without native bfloat16 runs them slower than float32).
+BFLOAT16_MIN_SPEEDUP = 1.25
 TRAINING_COST = 3.0  # a training character costs about 3 forward passes (forward, then backward: 2 products)
 PROBE_WIDTH, PROBE_STEPS, PROBE_WARMUP, PROBE_RUNS = 256, 256, 4, 10  # 30 ms a run on the reference machine
 
@@ -93,11 +98,12 @@ def multiply_adds_per_char(config: ModelConfig) -> int:
     return sum(rows * cols for rows, cols in _matrix_shapes(config)[1:])
 
 
-def training_share(config: TrainConfig, val_chars: int) -> float:
+def training_share(config: TrainConfig, val_chars: int, speedup: float = 1.0) -> float:
     """The fraction of a run's time spent training rather than validating: every `config.eval_every` steps (with
     auto, `validation.auto_eval_every`'s) the whole validation text is read once, forward only (a third of a
-    training character's work)."""
-    step = config.batch_size * config.window * TRAINING_COST
+    training character's work), in float32; training runs `speedup` times faster than that (its bfloat16
+    products)."""
+    step = config.batch_size * config.window * TRAINING_COST / speedup
     every = config.eval_every or auto_eval_every(val_chars, step)
     return every * step / (every * step + val_chars)
 
@@ -133,12 +139,13 @@ def width_for_time(seconds: float, config: ModelConfig, speed: float, share: flo
     return FittedWidth(width, seconds, speed, chars / parameters)
 
 
-def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] = None) -> float:
+def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] = None,
+                  precision: str = "float32") -> float:
     """An estimate of the multiply-adds per second that training sustains (forward and backward) with
-    `batch_size` streams split over `placement`'s devices (default: the first device): a jitted recurrence
-    ``h <- tanh(h @ U)``, (B, 256) @ (256, 1024) for 256 steps with B split as training splits it, timed (the
-    best of `PROBE_RUNS` runs after `PROBE_WARMUP`; 0.6 s in all on the reference machine), times
-    `PROBE_TO_TRAINING`."""
+    `batch_size` streams split over `placement`'s devices (default: the first device), its products in
+    `precision`: a jitted recurrence ``h <- tanh(h @ U)``, (B, 256) @ (256, 1024) for 256 steps with B split as
+    training splits it, the product's operands in `precision`, timed (the best of `PROBE_RUNS` runs after
+    `PROBE_WARMUP`; 0.6 s in all on the reference machine), times `PROBE_TO_TRAINING[precision]`."""
     if placement is None:
         put_rows = put_whole = jax.devices()[0]
     else:
@@ -148,8 +155,10 @@ def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] 
 
     @jax.jit
     def recurrence(h, U):
+        U = U.astype(precision)
+
         def step(h, _):
-            a = jnp.tanh(h @ U)
+            a = jnp.tanh(jnp.dot(h.astype(precision), U, preferred_element_type=jnp.float32))
             return a[:, :PROBE_WIDTH] + a[:, PROBE_WIDTH:2 * PROBE_WIDTH], None
 
         return jax.lax.scan(step, h, None, length=PROBE_STEPS)[0]
@@ -161,19 +170,47 @@ def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] 
         t0 = time.perf_counter()
         recurrence(h0, U).block_until_ready()
         best = min(best, time.perf_counter() - t0)
-    return PROBE_TO_TRAINING * PROBE_STEPS * batch_size * PROBE_WIDTH * 4 * PROBE_WIDTH / best
+    return PROBE_TO_TRAINING[precision] * PROBE_STEPS * batch_size * PROBE_WIDTH * 4 * PROBE_WIDTH / best
+
+
+def _fits_to_time(config: TrainConfig, placement: Optional["distributed.Placement"]) -> bool:
+    """Whether a run's width and precision are fitted to its time: only the clock stops it
+    (`config.time_limited`), it trains by backpropagation, and one process runs it (several would each measure
+    their own speed, and they must agree)."""
+    return config.time_limited and config.gradient == "bptt" and not (placement and placement.num_processes > 1)
+
+
+def measure_speeds(batch_size: int, placement: Optional["distributed.Placement"] = None) -> dict[str, float]:
+    """`measure_speed` in every precision, by name (`config.PRECISIONS`)."""
+    return {precision: measure_speed(batch_size, placement, precision) for precision in PRECISIONS}
+
+
+def fit_precision(config: TrainConfig, placement: Optional["distributed.Placement"] = None
+                  ) -> tuple[TrainConfig, Optional[dict[str, float]]]:
+    """`config` with the precision of its products for a run fitted to its time (`_fits_to_time`): bfloat16
+    where this machine's probe runs it at least `BFLOAT16_MIN_SPEEDUP` times float32's speed (a CPU with AMX or
+    AVX-512 BF16), else float32; other runs keep `config.precision`. Returns the config and the speeds
+    measured (`measure_speeds`; None when none were)."""
+    if not _fits_to_time(config, placement):
+        return config, None
+    speeds = measure_speeds(config.batch_size, placement)
+    faster = speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
+    return dataclasses.replace(config, precision="bfloat16" if faster else "float32"), speeds
 
 
 def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
               placement: Optional["distributed.Placement"] = None,
-              train_chars: Optional[int] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
+              train_chars: Optional[int] = None,
+              speeds: Optional[dict[str, float]] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
     """`model_config` with the width for `config`'s run: fitted to its time (`width_for_time`, at the speed
-    `measure_speed` finds on `placement`, times `LAYER_NORM_SPEED` for a layer-normalised cell, over a training
-    split of `train_chars`) when only the clock stops it (`config.time_limited`), it trains by backpropagation,
-    and one process runs it; else `DEFAULT_WIDTH`.
+    `measure_speed` finds on `placement` in `config.precision`, or that `speeds` gives, times `LAYER_NORM_SPEED`
+    for a layer-normalised cell, over a training split of `train_chars`) when the run is fitted to its time
+    (`_fits_to_time`); else `DEFAULT_WIDTH`.
     Returns the config and how the width was fitted (None: the default)."""
-    if not config.time_limited or config.gradient != "bptt" or (placement and placement.num_processes > 1):
+    if not _fits_to_time(config, placement):
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
-    speed = measure_speed(config.batch_size, placement) * (LAYER_NORM_SPEED if model_config.layer_norm else 1.0)
-    fitted = width_for_time(config.max_time, model_config, speed, training_share(config, val_chars), train_chars)
+    speeds = speeds or {p: measure_speed(config.batch_size, placement, p) for p in {"float32", config.precision}}
+    speed = speeds[config.precision] * (LAYER_NORM_SPEED if model_config.layer_norm else 1.0)
+    share = training_share(config, val_chars, speeds[config.precision] / speeds["float32"])
+    fitted = width_for_time(config.max_time, model_config, speed, share, train_chars)
     return dataclasses.replace(model_config, hidden_size=fitted.width), fitted

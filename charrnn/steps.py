@@ -64,10 +64,11 @@ def _select(ok: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
-def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placement], fast: bool = True) -> Callable:
+def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placement], fast: bool = True,
+               precision: str = "float32") -> Callable:
     """``gradients(params, x, y, carry, keep, weight_keep) -> (loss, new carry, grads)`` on a window `x` -> `y`
     (B, T), with the dropout keep-masks `keep` (`model.dropout_masks`, or None) and the weight drop's
-    `weight_keep` (`model.weight_drop_masks`, or None).
+    `weight_keep` (`model.weight_drop_masks`, or None); the fused layers' products in `precision`.
 
     With several devices, each device computes the loss and gradients of its own rows of the batch (a
     `jax.shard_map`) and one all-reduce averages them (the rows are equal in number, so the mean of the means is
@@ -80,7 +81,7 @@ def _gradients(model_config: ModelConfig, placement: Optional[distributed.Placem
     def gradients(params, x, y, carry, keep, weight_keep):
         def loss_fn(p):
             dropped = model.drop_weights(p, weight_keep, model_config.weight_drop)
-            return model.loss(dropped, model_config, x, y, carry, dropout_keep=keep, fast=fast)
+            return model.loss(dropped, model_config, x, y, carry, dropout_keep=keep, fast=fast, matmul_dtype=precision)
 
         (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return loss, new_carry, grads
@@ -104,7 +105,7 @@ def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
     """``body(state, x, y, window) -> (state, metrics)``: one update on the window `x` -> `y` (B, T), the `window`
     index in the epoch deciding whether the carry starts from zero. Shared by both ways of feeding windows."""
     dropout_base = jax.random.fold_in(jax.random.key(config.seed), 1)
-    gradients = _gradients(model_config, placement, fast)
+    gradients = _gradients(model_config, placement, fast, config.precision)
 
     def body(state: TrainState, x: jax.Array, y: jax.Array, window: jax.Array):
         carry = jax.lax.stop_gradient(_reset(config, window, state.carry))

@@ -34,6 +34,7 @@ from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate,
 @click.option("--decay", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate decay after warm-up (cosine to 10% at the last step).")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip gradients to this global norm.")
 @click.option("--weight-decay", type=float, default=0.1, show_default=True, help="Decoupled weight decay of the weight matrices (AdamW-style), >= 0.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True, help="Operands of the training step's matrix products (sums, parameters and validation stay float32); auto: bfloat16 for a run that only --max-time stops, where this machine multiplies it faster, else float32 (docs/options.md).")
 @click.option("--gradient", type=click.Choice(["bptt", "rtrl"]), default="bptt", show_default=True, help="How gradients are computed: truncated backpropagation through time, or real-time recurrent learning (exact, forward in time; small networks only, one device).")
 @click.option("--state-reset", type=click.Choice(["epoch", "never"]), default="epoch", show_default=True, help="Start every stream from the zero state at each epoch, or never (continuous training: the state is carried across epochs).")
 @click.option("--update-every", type=int, default=None, help="With --gradient rtrl: characters between weight updates  [default: --seq-length]")
@@ -177,6 +178,8 @@ def _announce(run, out_dir) -> None:
     width = f"{mc.hidden_size} units" + ("" if fitted is None else
                                         f", the width for {fitted.seconds:g} s on this machine: about "
                                         f"{fitted.chars_per_parameter:.1f} characters read per parameter")
+    if run.config.precision != "float32":
+        width += f"; {run.config.precision} products"
     err.print(f"Training a {mc.num_layers}-layer {mc.cell.upper()} ({width}) on "
               f"[bold]{escape(corpus.info.path)}[/] ({len(corpus.ids):,} "
               f"{'bytes' if corpus.info.byte_level else 'characters'}, vocabulary {len(corpus.vocab)}){where}; "
