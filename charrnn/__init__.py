@@ -12,10 +12,12 @@ Modules (docs/layout.md; the API in docs/python-api.md):
     synthetic      the generator of the bundled corpus, which knows the structure of every character
     config         frozen ModelConfig and TrainConfig, each round-tripping through a dict; ConfigError
     cells          the RNN, LSTM and GRU equations behind one Cell interface (init, initial_carry, step), scan
-    fused          the fast training path: the same equations with a hand-written backward pass
+    fused          the fast training path: the same equations with a hand-written backward pass, and
+                   its products in bfloat16 on request (mixed precision)
     model          embedding -> stacked layers -> head: init, forward, loss, position_nll, step
     optim          the optimizer and its learning-rate schedule, as optax pieces
-    sizing         the width a time budget affords on this machine: measure_speed, width_for_time, fit_width
+    sizing         the width and precision a time budget affords on this machine: measure_speed,
+                   fit_precision, width_for_time, fit_width
     steps          TrainState and the builders of the jitted train step; to and from a checkpoint
     validation     the loss over a whole split: make_evaluate, Validator
     train          the training loop: train, and the Trainer that keeps its bookkeeping

@@ -120,18 +120,35 @@ def prepare(
         corpus = corpus_for_checkpoint(ckpt, corpus, force)
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
-    fitted, speeds = None, None
-    if ckpt is None and fit_precision:
-        config, speeds = sizing.fit_precision(config, placement)
-    if no_width:
-        splits = data.split(len(corpus.ids), config.val_fraction, config.test_fraction)
-        (start, end), (train_start, train_end) = splits.val, splits.train
-        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement,
-                                                train_end - train_start, speeds)
+    model_config, config, fitted = fit_to_machine(len(corpus.ids), model_config, config, placement,
+                                                  ckpt is None and fit_precision, no_width)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
     return PreparedRun(corpus, model_config, config, out, ckpt, force or continuing, placement, fitted)
+
+
+def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainConfig,
+                   placement: distributed.Placement, precision: bool, width: bool
+                   ) -> tuple[ModelConfig, TrainConfig, Optional[sizing.FittedWidth]]:
+    """The configs with the `precision` (`sizing.fit_precision`) and the `width` (`sizing.fit_width`) fitted to
+    this machine, each only if asked; and how the width was fitted (None: it was not).
+
+    Raises:
+      ConfigError: bfloat16 products asked of a layer-normalised cell (which trains in float32).
+    """
+    speeds, fitted = None, None
+    if precision:
+        config, speeds = sizing.fit_precision(config, placement, model_config.layer_norm)
+    if model_config.layer_norm and config.precision != "float32":
+        raise ConfigError(f"--precision {config.precision} is for the fused training step; a --layer-norm cell "
+                          "trains through the plain scan in float32: drop --precision")
+    if width:
+        splits = data.split(corpus_chars, config.val_fraction, config.test_fraction)
+        (start, end), (train_start, train_end) = splits.val, splits.train
+        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement,
+                                                train_end - train_start, speeds)
+    return model_config, config, fitted
 
 
 def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:

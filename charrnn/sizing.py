@@ -1,4 +1,4 @@
-"""How wide a network a time budget affords: the default width of a run that only a time limit stops.
+"""The width and the precision a time budget affords: the defaults of a run that only a time limit stops.
 
 A wider network learns more from each character it reads, but in the same time it reads fewer: its work per
 character grows as H². Between the two lies a best width for each budget. On tinyshakespeare, in ten minutes on a
@@ -15,6 +15,10 @@ products three times over: forward, and backward to the inputs and to the weight
 of a second by `measure_speed` (a short recurrence of the training's own product shape, scaled by
 `PROBE_TO_TRAINING`, measured once on the reference machine). The width goes as the fourth root of the budget
 times the speed, so an estimate 30% off moves it by 7%, about one multiple of 32.
+
+The precision comes first (`fit_precision`): a CPU with native bfloat16 products (AMX, AVX-512 BF16) runs the
+training step about twice as fast with bfloat16 operands and float32 sums (`charrnn.fused`), and so reads twice
+the characters in the time; the same probe, run in both precisions, says whether this machine is one.
 
 `charrnn.runs.prepare` (so `charrnn train` and `runs.train`) uses it when the width is not given and the run is
 limited by time alone; every other run gets `DEFAULT_WIDTH`. A run over several processes gets `DEFAULT_WIDTH`
@@ -42,9 +46,10 @@ DEFAULT_WIDTH = ModelConfig.__dataclass_fields__["hidden_size"].default  # witho
 # (4.9; better than 2×256 and 2×512). In 3 minutes on tinyshakespeare 2×256 (7.3) beat 2×384 (1.5).
 CHARS_PER_PARAMETER = 4.5
 # ...but a corpus too long to be read a few times in the budget is better served by a narrower network that reads
-# it more often: on the Linux source (5.6 M training characters) 2×256 (3.1 passes in 10 minutes) beat 2×384 (1.4);
-# on War and Peace (2.9 M) 2×384 (2.9 passes) beat 2×256 (5.9).
-MIN_PASSES = 2.5
+# it more often: on the Linux source (5.6 M training characters) in 10 minutes 2×256 (3.1 passes) beat 2×384 (1.4),
+# and with bfloat16 products 2×384 (3.9 passes) beat 2×544 (1.8) by 0.05 nats; on War and Peace (2.9 M) 2×384 (2.9
+# passes) beat 2×256 (5.9).
+MIN_PASSES = 4.0
 WIDTH_MULTIPLE = 32
 MIN_WIDTH, MAX_WIDTH = 64, 2048
 # Training's multiply-adds per second over the probe's on the reference machine (2-core Xeon, 2 devices; LSTM
@@ -185,13 +190,14 @@ def measure_speeds(batch_size: int, placement: Optional["distributed.Placement"]
     return {precision: measure_speed(batch_size, placement, precision) for precision in PRECISIONS}
 
 
-def fit_precision(config: TrainConfig, placement: Optional["distributed.Placement"] = None
-                  ) -> tuple[TrainConfig, Optional[dict[str, float]]]:
+def fit_precision(config: TrainConfig, placement: Optional["distributed.Placement"] = None,
+                  layer_norm: bool = False) -> tuple[TrainConfig, Optional[dict[str, float]]]:
     """`config` with the precision of its products for a run fitted to its time (`_fits_to_time`): bfloat16
     where this machine's probe runs it at least `BFLOAT16_MIN_SPEEDUP` times float32's speed (a CPU with AMX or
-    AVX-512 BF16), else float32; other runs keep `config.precision`. Returns the config and the speeds
-    measured (`measure_speeds`; None when none were)."""
-    if not _fits_to_time(config, placement):
+    AVX-512 BF16), else float32; other runs, and a `layer_norm` cell's (which trains through the plain scan, in
+    float32), keep `config.precision`. Returns the config and the speeds measured (`measure_speeds`; None when
+    none were)."""
+    if not _fits_to_time(config, placement) or layer_norm:
         return config, None
     speeds = measure_speeds(config.batch_size, placement)
     faster = speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]

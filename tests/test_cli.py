@@ -541,6 +541,24 @@ def test_a_layer_normalised_lstm_trains_samples_is_inspected_and_keeps_its_norm(
     assert_one_line_error(invoke("train", "--resume", out, "--no-layer-norm", "--max-steps", "30"), "layer")
 
 
+def test_bfloat16_products_train_are_saved_and_may_change_on_resume(tmp_path):
+    from charrnn import checkpoint
+
+    corpus, out = write_corpus(tmp_path / "corpus.txt"), tmp_path / "mixed"
+    result = invoke("train", corpus, "--precision", "bfloat16", *TINY, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "bfloat16 products" in result.stderr
+    assert checkpoint.load(out).train.precision == "bfloat16"
+    assert invoke("sample", out, "--length", "20", "--seed", "1").exit_code == 0
+    # How the products are computed is not what the run learns: a resumed run may change it.
+    resumed = invoke("train", "--resume", out, "--precision", "float32", "--max-steps", "30")
+    assert resumed.exit_code == 0, resumed.output
+    assert checkpoint.load(out).train.precision == "float32" and checkpoint.load(out).state["step"] == 30
+    assert_one_line_error(invoke("train", corpus, "--precision", "float16", *TINY), "float16", code=2)
+    assert_one_line_error(invoke("train", corpus, "--gradient", "rtrl", "--precision", "bfloat16", *TINY),
+                          "RTRL runs in float32")
+
+
 def test_an_activation_for_a_cell_that_has_none_is_one_line(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     assert_one_line_error(invoke("train", corpus, "--cell", "gru", "--activation", "identity", *TINY,

@@ -311,3 +311,60 @@ def test_a_layer_normalised_cell_is_refused_not_run_without_its_norm():
     params = cell.init(jax.random.key(0), 3, 4)
     with pytest.raises(ValueError, match="layer-normalised"):
         fused.run_layers(cell, [params], jnp.zeros((2, 1, 3)), [cell.initial_carry((1,), 4)])
+
+
+def relative_error(got, want):
+    """|got - want| / |want| over a whole pytree flattened into one vector."""
+    got, want = (np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(t)]) for t in (got, want))
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+@pytest.mark.parametrize("kind,num_layers,rate,wavefront", fast_first(
+    [("lstm", 2, 0.0, False), ("gru", 3, 0.0, True), ("gru", 2, RATE, False), ("rnn", 3, RATE, True)], keep=2))
+def test_bfloat16_products_stay_within_bfloat16_rounding_of_the_exact_values_and_gradients(kind, num_layers, rate,
+                                                                                          wavefront):
+    """Mixed precision (`matmul_dtype="bfloat16"`) on float32 parameters: values and gradients within bfloat16's
+    rounding (8 bits of mantissa: ~0.4% per operand) of the float64 plain scan, returned in float32; and
+    measurably less exact than the float32 products, so the option is really in effect."""
+    with jax.enable_x64(True):
+        layers64, x64, carry64 = make_inputs(kind, num_layers, seed=3)
+        masks = fused.dropout_masks(dropout_keys(num_layers, rate), rate, (T, B, H))
+        to32 = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float32), tree)
+        args32 = to32((layers64, x64, carry64))
+
+        def run_fused(dtype):
+            return lambda layers, x, carry: fused.run_layers(cells.get(kind), layers, x, carry, dropout_keeps=masks,
+                                                             dropout=rate, wavefront=wavefront, matmul_dtype=dtype)
+
+        shapes = jax.eval_shape(run_fused(None), *args32)
+        rng = np.random.default_rng(2)
+        cot = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32), shapes)
+        want = outputs_and_vjp(lambda *a: plain_stack(kind, *a, masks, rate), (layers64, x64, carry64),
+                               jax.tree.map(lambda c: c.astype(jnp.float64), cot))
+        exact = outputs_and_vjp(run_fused(None), args32, cot)
+        mixed = outputs_and_vjp(run_fused("bfloat16"), args32, cot)
+        assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(mixed))
+        for got, reference in zip(mixed, want):  # the outputs, then the gradients
+            assert relative_error(got, reference) < 2e-2
+        assert relative_error(exact[1], want[1]) < 1e-5 < relative_error(mixed[1], want[1])
+
+
+def test_the_model_trains_on_bfloat16_products_only_when_asked():
+    """`model.loss(..., matmul_dtype="bfloat16")`: the compiled step multiplies bfloat16 operands (and the float32
+    one none), and its loss and gradients stay within bfloat16's rounding of the float32 ones."""
+    config = ModelConfig(vocab_size=9, cell="lstm", hidden_size=16, num_layers=2, embedding_size=4)
+    rng = np.random.default_rng(5)
+    params = random_like(model_shapes(config), rng, jnp.float32)
+    inputs, targets = (jnp.asarray(rng.integers(0, 9, (4, 20)), jnp.int32) for _ in range(2))
+    carry = model.initial_carry(config, 4)
+
+    def loss_and_grads(dtype):
+        return jax.jit(jax.value_and_grad(lambda p: model.loss(p, config, inputs, targets, carry,
+                                                               matmul_dtype=dtype)[0]))
+
+    assert "bf16" in loss_and_grads("bfloat16").lower(params).as_text()
+    assert "bf16" not in loss_and_grads("float32").lower(params).as_text()
+    (v32, g32), (v16, g16) = loss_and_grads("float32")(params), loss_and_grads("bfloat16")(params)
+    assert abs(float(v16) - float(v32)) < 1e-2 * float(v32)
+    assert relative_error(g16, g32) < 3e-2
+    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(g16))

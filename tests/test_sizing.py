@@ -7,7 +7,7 @@ import jax
 import pytest
 
 from charrnn import model, runs, sizing
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ConfigError, ModelConfig, TrainConfig
 from conftest import write_corpus
 
 TINY = dict(hidden_size=16, num_layers=1, embedding_size=8, seq_length=16, batch_size=4, sample_every=0)
@@ -109,7 +109,7 @@ def test_only_a_run_that_time_alone_limits_gets_a_fitted_width():
 
 
 def test_a_layer_normalised_cell_is_fitted_at_its_slower_speed(monkeypatch):
-    monkeypatch.setattr(sizing, "measure_speed", lambda batch_size, placement=None: 50e9)
+    monkeypatch.setattr(sizing, "measure_speed", lambda batch_size, placement=None, precision="float32": 50e9)
     timed = TrainConfig(max_time=600.0, max_epochs=None)
     _, plain = sizing.fit_width(ModelConfig(vocab_size=65), timed, val_chars=10_000)
     _, normed = sizing.fit_width(ModelConfig(vocab_size=65, layer_norm=True), timed, val_chars=10_000)
@@ -126,3 +126,57 @@ def test_prepare_fits_the_width_only_when_none_is_given(tmp_path):
     assert given.fitted_width is None and given.model_config.hidden_size == 16
     untimed = runs.prepare(corpus, options={**small, "hidden_size": None})
     assert untimed.fitted_width is None and untimed.model_config.hidden_size == sizing.DEFAULT_WIDTH
+
+
+def fake_speeds(monkeypatch, float32, bfloat16):
+    """measure_speed answering `float32` or `bfloat16` multiply-adds a second by precision, the calls recorded."""
+    calls = []
+
+    def measure(batch_size, placement=None, precision="float32"):
+        calls.append(precision)
+        return {"float32": float32, "bfloat16": bfloat16}[precision]
+
+    monkeypatch.setattr(sizing, "measure_speed", measure)
+    return calls
+
+
+@pytest.mark.parametrize("bfloat16,chosen", [(2.1e11, "bfloat16"), (1.2e11, "float32"), (0.4e11, "float32")])
+def test_a_run_that_time_alone_limits_takes_bfloat16_only_where_it_is_enough_faster(monkeypatch, bfloat16, chosen):
+    # float32 at 1e11: bfloat16 at 2.1x is taken; at 1.2x (under BFLOAT16_MIN_SPEEDUP) or slower, not.
+    fake_speeds(monkeypatch, 1e11, bfloat16)
+    timed = TrainConfig(max_time=600.0, max_epochs=None)
+    config, speeds = sizing.fit_precision(timed)
+    assert config.precision == chosen and speeds == {"float32": 1e11, "bfloat16": bfloat16}
+    for other in (TrainConfig(), TrainConfig(max_time=60.0, max_epochs=None, max_steps=100),
+                  TrainConfig(max_time=60.0, max_epochs=None, gradient="rtrl")):
+        assert sizing.fit_precision(other) == (other, None)
+
+
+def test_the_width_is_fitted_at_the_chosen_precisions_speed_with_validation_in_float32(monkeypatch):
+    calls = fake_speeds(monkeypatch, 1e11, 2e11)
+    timed = TrainConfig(max_time=600.0, max_epochs=None)
+    _, exact = sizing.fit_width(ModelConfig(vocab_size=65), timed, val_chars=1_000_000)
+    mixed_config, speeds = sizing.fit_precision(timed)
+    _, mixed = sizing.fit_width(ModelConfig(vocab_size=65), mixed_config, val_chars=1_000_000, speeds=speeds)
+    assert exact.speed == pytest.approx(1.0e11) and mixed.speed == pytest.approx(2.0e11)
+    assert mixed.width > exact.width
+    # Validation reads float32 at float32's speed: twice as fast training makes it a larger share of the time.
+    assert sizing.training_share(timed, 1_000_000, speedup=2.0) < sizing.training_share(timed, 1_000_000)
+    calls.clear()
+    sizing.fit_width(ModelConfig(vocab_size=65), mixed_config, val_chars=1_000_000)  # no speeds: measures both
+    assert sorted(calls) == ["bfloat16", "float32"]
+
+
+def test_prepare_fits_the_precision_unless_it_is_given_and_a_resumed_run_keeps_its_own(monkeypatch, tmp_path):
+    fake_speeds(monkeypatch, 1e9, 3e9)
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config.precision == "bfloat16"
+    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0, "precision": "auto"}).config.precision == "bfloat16"
+    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0, "precision": "float32"}).config.precision == "float32"
+    assert runs.prepare(corpus, options={**TINY, "max_steps": 5}).config.precision == "float32"
+    assert runs.prepare(corpus, options={**TINY, "max_steps": 5, "precision": "bfloat16"}).config.precision == "bfloat16"
+    # A layer-normalised cell trains through the plain scan, in float32: never fitted to bfloat16, and refused it.
+    normed = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "layer_norm": True})
+    assert normed.config.precision == "float32"
+    with pytest.raises(ConfigError, match="layer-norm"):
+        runs.prepare(corpus, options={**TINY, "max_steps": 5, "layer_norm": True, "precision": "bfloat16"})
