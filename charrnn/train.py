@@ -133,7 +133,7 @@ class Trainer:
             return asked
         if self.config.gradient == "rtrl" or total_steps is None:
             return 0.0
-        return optim.dropout_for_epochs(total_steps / self.layout.steps_per_epoch)
+        return optim.dropout_for_epochs(total_steps / self.layout.steps_per_epoch, self.model_config.hidden_size)
 
     def _initial_dropout(self, resume: Optional[checkpoint.Checkpoint]) -> float:
         if (self.asked_model_config.dropout is None and self.layout.total_steps is None and resume is not None

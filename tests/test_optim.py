@@ -34,6 +34,11 @@ def test_the_default_dropout_is_none_for_a_short_run_and_grows_with_the_passes()
     assert optim.dropout_for_epochs(2 * optim.DROPOUT_FROM_EPOCHS) == pytest.approx(optim.DROPOUT_PER_DOUBLING)
     assert optim.dropout_for_epochs(4 * optim.DROPOUT_FROM_EPOCHS) == pytest.approx(2 * optim.DROPOUT_PER_DOUBLING)
     assert optim.dropout_for_epochs(1e6) == optim.MAX_DROPOUT
+    # Wider than the reference width: (H / 384)² times as much per doubling; narrower: the same.
+    ten = 2 * optim.DROPOUT_FROM_EPOCHS
+    assert optim.dropout_for_epochs(ten, hidden_size=543) == pytest.approx(0.3)  # 0.15 * (543/384)^2 = 0.2999
+    assert optim.dropout_for_epochs(ten, hidden_size=128) == optim.dropout_for_epochs(ten)
+    assert optim.dropout_for_epochs(optim.DROPOUT_FROM_EPOCHS, hidden_size=2048) == 0.0
     rates = [optim.dropout_for_epochs(e) for e in [1, 4, 6, 8, 11, 16, 23, 32, 45, 64, 90, 128]]
     assert rates == sorted(rates) and rates[-1] <= optim.MAX_DROPOUT
     for rate in rates:  # whole steps of DROPOUT_STEP, no float dust
