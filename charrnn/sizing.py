@@ -55,9 +55,11 @@ MIN_WIDTH, MAX_WIDTH = 64, 2048
 # Training's multiply-adds per second over the probe's on the reference machine (2-core Xeon, 2 devices; LSTM
 # 2×384, batch 32 × window 100: 16,546 characters a second × 3 × 1.89 M = 94 G/s, the probe 77-82 G/s). Above 1:
 # training's weight gradients are whole-window products, faster than the probe's thin recurrent ones. With
-# bfloat16 products the ratio is 1.03 times float32's (a 2-core Xeon with AMX: 44,047 characters a second, 250
-# G/s, against the probe's 172-186 G/s; float32 there: 20,579, 117 G/s, the probe 84-92 G/s).
-PROBE_TO_TRAINING = {"float32": 1.19, "bfloat16": 1.23}
+# bfloat16 products (a 2-core Xeon with AMX) the probe varies more and training's rate falls with the width: LSTM
+# 2×384 at 44,047 characters a second, 250 G/s, against the probe's 172-186 G/s (1.37); 2×480 in a 10-minute
+# run, about 203 G/s, after a probe that gave 231 (0.88); 1.0 between the two (float32 there: 20,579 characters
+# a second, 117 G/s, the probe 84-92 G/s).
+PROBE_TO_TRAINING = {"float32": 1.19, "bfloat16": 1.0}
 # A layer-normalised cell trains through the plain scan, differentiated by JAX, not `charrnn.fused`: its characters
 # per second over the fused cell's (LSTM 2×320, batch 32 × window 100, 2-core reference machine: 12,063 against
 # 26,294; benchmarks/README.md).
