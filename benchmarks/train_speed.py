@@ -188,8 +188,9 @@ def main(argv=None) -> dict:
     flops = model_flops(args.cell, args.hidden_size, args.num_layers, args.embedding_size, mc.vocab_size, B, T)
 
     out = {
-        "bench": "train", "path": path_name(args), "precision": args.precision, "devices": placement.devices, "cell": args.cell,
-        "hidden_size": args.hidden_size, "num_layers": args.num_layers, "embedding_size": args.embedding_size,
+        "bench": "train", "path": path_name(args), "precision": args.precision, "devices": placement.devices,
+        "cell": args.cell, "hidden_size": args.hidden_size, "num_layers": args.num_layers,
+        "embedding_size": args.embedding_size,
         "batch_size": B, "seq_length": T, "dropout": args.dropout, "vocab": mc.vocab_size,
         "corpus_chars": int(len(corpus.ids)),
         "chars_per_s": round(B * T / median_step), "median_step_s": round(median_step, 5),

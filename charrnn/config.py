@@ -12,7 +12,7 @@ ACTIVATIONS = ("tanh", "relu", "identity")  # the vanilla RNN's φ (as Keras' Si
 OPTIMIZERS = ("adam", "rmsprop")
 GRADIENTS = ("bptt", "rtrl")
 STATE_RESETS = ("epoch", "never")
-PRECISIONS = ("float32", "bfloat16")  # of the training step's matrix products (see charrnn.precision)
+PRECISIONS = ("float32", "bfloat16")  # of the training step's matrix products (charrnn.fused, sizing.fit_precision)
 
 
 class ConfigError(ValueError):

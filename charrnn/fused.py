@@ -573,7 +573,7 @@ def run_layers(
       tokens: (T, B) int ids; `x` is then the (vocab, G*H) table of the first layer's projected inputs (row v:
         W_0 e_v + b_0, for the embedding e_v of id v), and each step gathers its own rows.
       matmul_dtype: the dtype of every matrix product's operands, forward and backward ("bfloat16": mixed
-        precision, see `charrnn.precision`); the products accumulate in float32 and everything else (the gates,
+        precision, point 5 above); the products accumulate in float32 and everything else (the gates,
         the carries, the gradients returned) stays in the parameters' dtype. None or "float32": as they are.
 
     Returns:

@@ -14,8 +14,9 @@ same window, from the same state, it is BPTT's gradient, exactly (the tests chec
 The model is `charrnn.model`'s: embedding -> stacked cells -> linear head -> softmax cross-entropy, the same
 parameter pytree (`model.init`), the same carry (`model.initial_carry`) and the same loss (`model.loss`: the
 mean over the batch and the window, in nats per character), with the RNN's activation and the layer
-normalisation of the config. Dropout is not supported (the gradient is that of the deterministic model). θ here is the embedding and the layers' weights, flattened with `ravel_pytree` in that
-order; the head does not act on the state, so it has no sensitivity and gets its gradient directly.
+normalisation of the config. Dropout is not supported (the gradient is that of the deterministic model). θ
+here is the embedding and the layers' weights, flattened with `ravel_pytree` in that order; the head does not act
+on the state, so it has no sensitivity and gets its gradient directly.
 
 Shapes, per stream: S = num_layers · (1 or 2 for the LSTM) · H state floats, N = vocab · E + the layers'
 weights. The sensitivities are (B, S, N). A step costs about 2·S²·N flops for ``(∂f/∂s) P`` — O(H² · |θ|) per

@@ -93,7 +93,8 @@ def _matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
 
 
 def parameter_count(config: ModelConfig) -> int:
-    """The number of scalars `charrnn.model.init` makes for `config`: the matrices, their vectors (`cells.Cell.vector_size`) and the head's bias."""
+    """The number of scalars `charrnn.model.init` makes for `config`: the matrices, their vectors
+    (`cells.Cell.vector_size`) and the head's bias."""
     from . import cells
 
     vectors = config.num_layers * cells.of(config).vector_size(config.hidden_size)

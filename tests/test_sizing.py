@@ -170,11 +170,12 @@ def test_the_width_is_fitted_at_the_chosen_precisions_speed_with_validation_in_f
 def test_prepare_fits_the_precision_unless_it_is_given_and_a_resumed_run_keeps_its_own(monkeypatch, tmp_path):
     fake_speeds(monkeypatch, 1e9, 3e9)
     corpus = write_corpus(tmp_path / "corpus.txt")
-    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config.precision == "bfloat16"
-    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0, "precision": "auto"}).config.precision == "bfloat16"
-    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0, "precision": "float32"}).config.precision == "float32"
-    assert runs.prepare(corpus, options={**TINY, "max_steps": 5}).config.precision == "float32"
-    assert runs.prepare(corpus, options={**TINY, "max_steps": 5, "precision": "bfloat16"}).config.precision == "bfloat16"
+    precision = lambda **options: runs.prepare(corpus, options={**TINY, **options}).config.precision
+    assert precision(max_time=60.0) == "bfloat16"
+    assert precision(max_time=60.0, precision="auto") == "bfloat16"
+    assert precision(max_time=60.0, precision="float32") == "float32"
+    assert precision(max_steps=5) == "float32"
+    assert precision(max_steps=5, precision="bfloat16") == "bfloat16"
     # A layer-normalised cell trains through the plain scan, in float32: never fitted to bfloat16, and refused it.
     normed = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "layer_norm": True})
     assert normed.config.precision == "float32"
