@@ -81,7 +81,9 @@ class ModelConfig(DictRoundTrip):
 class TrainConfig(DictRoundTrip):
     """How to train: truncated BPTT over `batch_size` streams, `seq_length` characters per window."""
 
-    ABSENT_MEANS = {"weight_decay": 0.0}  # a file from before weight decay trained (and saved Adam's state) without
+    # A file from before weight decay trained (and saved Adam's state) without it; one from before segments read
+    # contiguous streams.
+    ABSENT_MEANS = {"weight_decay": 0.0, "segment_length": 0}
 
     batch_size: int = 32  # B contiguous streams; small batches take more steps per epoch, which wins on a CPU
     seq_length: int = 100  # T characters per window; long enough for a line of text
@@ -107,6 +109,10 @@ class TrainConfig(DictRoundTrip):
     seed: int = 0  # same seed, same machine: bit-identical run
     gradient: str = "bptt"  # bptt (truncated, backward) or rtrl (exact, forward in time: small networks only)
     state_reset: str = "epoch"  # epoch: every stream starts from the zero state each epoch; never: continuous
+    # Characters per shuffled segment, or 0: contiguous streams (stream b reads the b-th B-th of the text in order).
+    # With segments, every row reads a segment drawn from a fresh permutation each epoch, from the zero state, so
+    # the batches of any stretch of training come from all over the text (`charrnn.data.ShuffledWindows`).
+    segment_length: int = 0
     update_every: Optional[int] = None  # rtrl: characters per weight update (default: seq_length)
     # The operands of the training step's matrix products: float32, or bfloat16 with float32 sums (mixed
     # precision; parameters, gates, carries, gradients and validation stay float32). `charrnn.runs.prepare`
@@ -157,6 +163,15 @@ class TrainConfig(DictRoundTrip):
                               "float32: drop --precision")
         if self.state_reset not in STATE_RESETS:
             raise ConfigError(f"unknown state reset {self.state_reset!r}: choose one of {', '.join(STATE_RESETS)}")
+        if self.segment_length < 0:
+            raise ConfigError(f"segment-length must be >= 0 (0: contiguous streams), got {self.segment_length}")
+        if self.segment_length and self.segment_length % self.window:
+            raise ConfigError(f"segment-length {self.segment_length} is not a whole number of windows of "
+                              f"{self.window} characters; use a multiple of {self.window}, e.g. "
+                              f"{max(1, round(self.segment_length / self.window)) * self.window}")
+        if self.segment_length and self.state_reset == "never":
+            raise ConfigError("--segment-length reads shuffled segments, each from the zero state; continuous "
+                              "training (--state-reset never) needs contiguous streams: drop one of them")
         if self.update_every is not None and self.gradient != "rtrl":
             raise ConfigError("--update-every is for --gradient rtrl; with BPTT the weights update every "
                               "--seq-length characters")

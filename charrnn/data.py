@@ -233,6 +233,54 @@ class TrainWindows:
 EVAL_CHUNK_CHARS = 1 << 22  # characters of validation text per evaluation call (4 Mi: tens of MB on the device)
 
 
+class ShuffledWindows:
+    """The training windows read in shuffled segments (``TrainConfig.segment_length``), one step at a time.
+
+    The training split is cut into M = (N - 1) // S segments of S = K * T characters (what is left at the end is
+    skipped). Every epoch draws a permutation of the M segments from `seed` and the epoch's index; round r of the
+    epoch (steps ``[r*K, (r+1)*K)``) gives row b segment ``perm[r*B + b]``, read a window of T at a time, so
+    an epoch is ``M // B`` rounds of K steps (a different M mod B segments left out each epoch). The step starts
+    each row from the zero state at a segment's first window (`Layout.reset_every` = K). ``windows(step)`` takes
+    the run's step and returns, for the rows in `rows`, (rows, T + 1) ids as `TrainWindows` does.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, segment_length: int, seed: int,
+                 rows: slice = slice(None), dtype: Optional[np.dtype] = None):
+        self.ids, self.batch_size, self.seq_length = ids, batch_size, seq_length
+        self.segment_length, self.seed, self.rows = segment_length, seed, rows
+        self.segment_windows = segment_length // seq_length  # K
+        self.num_segments = (len(ids) - 1) // segment_length  # M
+        self.steps_per_epoch = self.num_segments // batch_size * self.segment_windows
+        self.offsets = np.arange(seq_length + 1, dtype=np.int64)
+        self.dtype = dtype or ids.dtype
+        self._order = (-1, None)  # (epoch, its permutation): a permutation of M costs milliseconds; draw it once
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The segments in the order epoch `epoch` reads them: a permutation of ``range(M)``, the same in every
+        process and on every resume (it depends on the seed and the epoch only)."""
+        if self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_segments))
+        return self._order[1]
+
+    def __call__(self, step: int) -> np.ndarray:
+        epoch, j = divmod(step, self.steps_per_epoch)
+        round_, k = divmod(j, self.segment_windows)
+        segments = self.order(epoch)[round_ * self.batch_size : (round_ + 1) * self.batch_size][self.rows]
+        starts = segments.astype(np.int64) * self.segment_length + k * self.seq_length
+        return np.asarray(self.ids[starts[:, None] + self.offsets[None, :]], dtype=self.dtype)
+
+
+def training_windows(ids: np.ndarray, layout: "Layout", seed: int, rows: slice = slice(None),
+                     dtype: Optional[np.dtype] = None) -> Callable[[int], np.ndarray]:
+    """``windows(step) -> (rows, T + 1)`` ids: the window training step `step` reads, in `layout`'s order
+    (contiguous streams, `TrainWindows`, or shuffled segments, `ShuffledWindows`)."""
+    B, T = layout.batch_size, layout.seq_length
+    if layout.segment_length:
+        return ShuffledWindows(ids, B, T, layout.segment_length, seed, rows, dtype)
+    windows = TrainWindows(ids, B, T, rows, dtype)
+    return lambda step: windows(step % layout.steps_per_epoch)
+
+
 class EvalWindows:
     """The layout of `eval_streams`, read from the ids a chunk of windows at a time, for splits of any size.
 
@@ -301,8 +349,14 @@ class Layout:
 
     batch_size: int  # B streams (may be smaller than asked for a tiny corpus)
     seq_length: int  # T characters per window
-    steps_per_epoch: int  # windows per stream
+    steps_per_epoch: int  # windows per stream (with segments: rounds of B segments times windows per segment)
     total_steps: Optional[int]  # from max_steps / max_epochs; None if only a time limit stops the run
+    segment_length: int = 0  # S characters per shuffled segment, or 0: contiguous streams
+
+    @property
+    def reset_every(self) -> int:
+        """Steps between the zero states the rows start from: a segment's windows, or an epoch's."""
+        return self.segment_length // self.seq_length if self.segment_length else self.steps_per_epoch
 
 
 def plan(num_train: int, config: TrainConfig, devices: int = 1) -> tuple[Layout, list[str]]:
@@ -318,9 +372,17 @@ def plan(num_train: int, config: TrainConfig, devices: int = 1) -> tuple[Layout,
     check_batch(config.batch_size, devices)
     B, T, warnings = fit_window(num_train, config.batch_size, config.window, multiple=devices)
     steps_per_epoch = ((num_train - 1) // B) // T
+    segment_length = config.segment_length if T == config.window else 0
+    if segment_length and (num_train - 1) // segment_length < B:
+        warnings.append(f"the training split has {num_train} characters, too few for {B} segments of "
+                        f"{segment_length}; reading contiguous streams instead (a smaller --segment-length "
+                        f"shuffles)")
+        segment_length = 0
+    if segment_length:
+        steps_per_epoch = (num_train - 1) // segment_length // B * (segment_length // T)
     limits = []
     if config.max_steps is not None:
         limits.append(config.max_steps)
     if config.max_epochs is not None:
         limits.append(max(1, math.ceil(config.max_epochs * steps_per_epoch)))
-    return Layout(B, T, steps_per_epoch, min(limits) if limits else None), warnings
+    return Layout(B, T, steps_per_epoch, min(limits) if limits else None, segment_length), warnings

@@ -188,8 +188,9 @@ class TrainingView:
             self.console.print(Text.assemble(("warning: ", "yellow"), warning))
         steps = f"{layout.steps_per_epoch:,} step{'s' if layout.steps_per_epoch != 1 else ''}"
         resumed = f", resuming at step {event.resumed_step:,}" if event.resumed_step else ""
-        self.print(f"{event.num_params:,} parameters; batch {layout.batch_size} × window {layout.seq_length}, "
-                   f"{steps} per epoch; compiled in {event.compile_s:.1f} s{resumed}")
+        segments = f" in shuffled segments of {layout.segment_length:,}" if layout.segment_length else ""
+        self.print(f"{event.num_params:,} parameters; batch {layout.batch_size} × window {layout.seq_length}"
+                   f"{segments}, {steps} per epoch; compiled in {event.compile_s:.1f} s{resumed}")
         epochs = "" if layout.total_steps is None else f"/{math.ceil(layout.total_steps / layout.steps_per_epoch)}"
         self.epochs_of = epochs
         in_epoch = event.resumed_step % layout.steps_per_epoch

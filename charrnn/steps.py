@@ -122,8 +122,9 @@ def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
 
 
 def _reset(config: TrainConfig, window: jax.Array, tree: Any) -> Any:
-    """`tree` (a carry, or its sensitivities) zeroed at the first window of an epoch, unless the state is never
-    reset (``state_reset="never"``: continuous training)."""
+    """`tree` (a carry, or its sensitivities) zeroed at the first window of an epoch (or of a shuffled segment:
+    `window` counts the windows since the last reset), unless the state is never reset (``state_reset="never"``:
+    continuous training)."""
     if config.state_reset == "never":
         return tree
     return jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), tree)
@@ -203,23 +204,26 @@ def make_window_step(
     model_config: ModelConfig,
     config: TrainConfig,
     optimizer: optax.GradientTransformation,
-    steps_per_epoch: int,
+    reset_every: int,
     placement: Optional[distributed.Placement] = None,
     fast: bool = True,
 ) -> Callable:
     """The same training step, fed one window at a time: ``step(state, window) -> (state, metrics)``.
 
-    `window` is (B, T + 1) token ids, row b the T + 1 characters of stream b from position ``j * T`` with
-    ``j = state.step % steps_per_epoch`` (`charrnn.data.TrainWindows`): inputs ``window[:, :-1]``, targets
-    ``window[:, 1:]``. The arithmetic is that of `make_train_step`; `train` uses this one, reading each window
-    from the corpus on the host so that nothing of corpus size has to live on the device. With a `placement`,
-    the window and the carry are sharded by rows over its devices.
+    `window` is (B, T + 1) token ids: inputs ``window[:, :-1]``, targets ``window[:, 1:]``; for contiguous
+    streams row b holds the T + 1 characters of stream b from position ``j * T``, ``j = state.step %
+    steps_per_epoch`` (`charrnn.data.TrainWindows`), for shuffled segments the next window of row b's segment
+    (`charrnn.data.ShuffledWindows`). The carry starts from zero every `reset_every` steps
+    (`charrnn.data.Layout.reset_every`: an epoch's steps, or a segment's). The arithmetic is that of
+    `make_train_step`; `train` uses this one, reading each window from the corpus on the host so that nothing
+    of corpus size has to live on the device. With a `placement`, the window and the carry are sharded by rows
+    over its devices.
     """
     body = _step_body(model_config, config, optimizer, placement, fast)
 
     def step(state: TrainState, window: jax.Array):
         x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
-        return body(state, x, y, state.step % steps_per_epoch)
+        return body(state, x, y, state.step % reset_every)
 
     return _jit_step(step, placement, () if placement is None else (placement.batch,))
 
@@ -228,21 +232,22 @@ def make_rtrl_step(
     model_config: ModelConfig,
     config: TrainConfig,
     optimizer: optax.GradientTransformation,
-    steps_per_epoch: int,
+    reset_every: int,
     placement: Optional[distributed.Placement] = None,
 ) -> Callable:
     """The training step with real-time recurrent learning (`charrnn.rtrl`), fed as `make_window_step`:
     ``step(state, window) -> (state, metrics)``, `state.sensitivities` carried with the carry.
 
-    The gradient of each window's loss is exact through the whole history since the state was last reset (at
-    each epoch's first window, or never with ``state_reset="never"``): nothing is truncated. The weights are
+    The gradient of each window's loss is exact through the whole history since the state was last reset (every
+    `reset_every` steps: each epoch's or segment's first window; never with ``state_reset="never"``): nothing
+    is truncated. The weights are
     updated after each window (every `config.window` characters). One device only (`placement` of one device,
     or None); no dropout.
     """
 
     def step(state: TrainState, window: jax.Array):
         x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
-        w = state.step % steps_per_epoch
+        w = state.step % reset_every
         before = state._replace(carry=_reset(config, w, state.carry),
                                 sensitivities=_reset(config, w, state.sensitivities))
         loss, grads, carry, sensitivities = rtrl.rtrl_gradient(state.params, model_config, x, y, before.carry,

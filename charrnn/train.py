@@ -173,7 +173,7 @@ class Trainer:
         """Compiles the step and the validation program; returns the seconds it took."""
         B, T, p = self.layout.batch_size, self.layout.seq_length, self.placement
         dtype = token_dtype(self.model_config.vocab_size)
-        self.windows = data.TrainWindows(self.train_ids, B, T, rows=p.local_rows(B), dtype=dtype)
+        self.windows = data.training_windows(self.train_ids, self.layout, self.config.seed, p.local_rows(B), dtype)
         t0 = time.perf_counter()
         self.window_shape = jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=p.batch)
         self._compile_step()
@@ -183,7 +183,7 @@ class Trainer:
 
     def _compile_step(self) -> None:
         make_step = steps.make_rtrl_step if self.config.gradient == "rtrl" else steps.make_window_step
-        self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.steps_per_epoch,
+        self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.reset_every,
                                  self.placement).lower(self.state, self.window_shape).compile()
 
     def fit_to_time(self, seconds_per_step: float) -> None:
@@ -253,7 +253,7 @@ class Trainer:
             reason = self.stop_reason()
             if reason is not None:
                 return reason
-            window = self.windows(self.step % layout.steps_per_epoch)
+            window = self.windows(self.step)
             self.state, metrics = self.step_fn(self.state, self.placement.put_batch(window, layout.batch_size))
             self.step += 1
             self.pending.append(metrics)

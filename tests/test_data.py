@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from charrnn import data
+from charrnn.config import ConfigError, TrainConfig
 from charrnn.text import UnknownCharactersError, normalize_text, read_text
 from charrnn.data import CorpusError, Vocabulary
 
@@ -257,6 +258,75 @@ def test_train_windows_read_a_memory_map_in_the_token_type(tmp_path):
     window = data.TrainWindows(ids, 4, 10, dtype=np.dtype(np.int32))(3)
     assert window.dtype == np.int32 and window.shape == (4, 11)
     np.testing.assert_array_equal(window[:, 0], np.arange(4) * 249 + 30)
+
+
+# --- shuffled segments (--segment-length) ------------------------------------------------------------------------
+
+
+def shuffled_layout(n, batch, window, segment_windows, config_seed=0):
+    config = TrainConfig(batch_size=batch, seq_length=window, segment_length=segment_windows * window,
+                         seed=config_seed, max_epochs=3)
+    return data.plan(n, config)
+
+
+@given(n=st.integers(2, 2000), batch=st.integers(1, 8), window=st.integers(1, 12), segment_windows=st.integers(1, 5),
+       parts=st.sampled_from([1, 2]), seed=st.integers(0, 3))
+@settings(max_examples=60)
+def test_an_epoch_of_shuffled_segments_reads_each_of_its_segments_once_in_order(n, batch, window, segment_windows,
+                                                                                 parts, seed):
+    layout, warnings = shuffled_layout(n, batch, window, segment_windows, seed)
+    B, T = layout.batch_size, layout.seq_length
+    S = segment_windows * T
+    if not layout.segment_length:  # too few segments for the streams: contiguous, and said so
+        assert (n - 1) // S < B or T != window
+        return
+    parts = parts if B % parts == 0 else 1
+    per = B // parts
+    ids = np.arange(n)  # each id is its position, so a window shows where it was read from
+    readers = [data.training_windows(ids, layout, seed, slice(p * per, (p + 1) * per)) for p in range(parts)]
+    num_segments = (n - 1) // S
+    assert layout.steps_per_epoch == num_segments // B * segment_windows and layout.reset_every == segment_windows
+    orders = []
+    for epoch in range(2):
+        starts = []
+        for j in range(layout.steps_per_epoch):
+            step = epoch * layout.steps_per_epoch + j
+            window_ = np.concatenate([read(step) for read in readers])  # every process's rows, stacked
+            assert window_.shape == (B, T + 1)
+            np.testing.assert_array_equal(window_, window_[:, :1] + np.arange(T + 1))  # T + 1 consecutive characters
+            if j % segment_windows == 0:  # a segment's first window: the carry is reset here
+                assert (window_[:, 0] % S == 0).all()
+                starts.extend(window_[:, 0].tolist())
+            else:  # the window after the last one of the same segment: the carried state belongs to it
+                np.testing.assert_array_equal(window_[:, 0], previous[:, 0] + T)
+            previous = window_
+        assert len(set(starts)) == len(starts) == num_segments // B * B  # no segment twice in an epoch
+        assert max(starts) + S <= n - 1  # every target inside the split
+        orders.append(starts)
+    if num_segments >= 6:
+        assert orders[0] != orders[1]  # a new order every epoch
+
+
+def test_shuffled_segments_repeat_with_the_seed_and_change_with_it():
+    layout, _ = shuffled_layout(10_000, 4, 10, 3)
+    read = lambda seed: [data.training_windows(np.arange(10_000), layout, seed)(s)[:, 0].tolist() for s in (0, 3, 99)]
+    assert read(1) == read(1) != read(2)
+
+
+def test_too_few_segments_for_the_streams_fall_back_to_contiguous_streams_with_a_warning():
+    layout, warnings = shuffled_layout(1_000, 8, 10, 20)  # 4 segments of 200 for 8 streams
+    assert layout.segment_length == 0 and layout.reset_every == layout.steps_per_epoch
+    assert any("too few for 8 segments of 200" in w for w in warnings)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(segment_length=150), "not a whole number of windows of 100 characters; use a multiple of 100, e.g. 200"),
+    (dict(segment_length=-100), "segment-length must be >= 0"),
+    (dict(segment_length=1000, state_reset="never"), "needs contiguous streams"),
+])
+def test_bad_segment_lengths_are_explained(options, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**options)
 
 
 @given(n=st.integers(2, 600), batch=st.integers(1, 50), window=st.integers(1, 80), devices=st.sampled_from([1, 2, 4]),

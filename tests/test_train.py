@@ -137,11 +137,12 @@ def test_learns_a_periodic_corpus_and_greedy_sampling_reproduces_it(tmp_path):
     assert logged[-1].train_nats < logged[0].train_nats / 10
 
 
-def short_run(tmp_path, stop_at=None, resume=None, max_steps=24, seed=0):
+def short_run(tmp_path, stop_at=None, resume=None, max_steps=24, seed=0, segment_length=0):
     corpus = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000)))
     model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="gru", hidden_size=8, num_layers=2,
                                embedding_size=4, dropout=0.1)
-    config = TrainConfig(batch_size=4, seq_length=16, max_steps=max_steps, max_epochs=None, eval_every=10, seed=seed)
+    config = TrainConfig(batch_size=4, seq_length=16, max_steps=max_steps, max_epochs=None, eval_every=10, seed=seed,
+                         segment_length=segment_length)
     steps = []
     stop = (lambda: len(steps) >= stop_at) if stop_at else (lambda: False)
     callback = lambda e: steps.append(e.step) if isinstance(e, runlog.Logged) else None
@@ -164,12 +165,14 @@ def test_same_seed_gives_a_bit_identical_run_and_another_seed_does_not(tmp_path)
 
 
 @pytest.mark.slow
-def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path):
-    short_run(tmp_path / "whole")
-    stopped = short_run(tmp_path / "part", stop_at=13)
+@pytest.mark.parametrize("segment_length", [0, 48])  # contiguous streams; shuffled segments of 3 windows
+def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path, segment_length):
+    short_run(tmp_path / "whole", segment_length=segment_length)
+    stopped = short_run(tmp_path / "part", stop_at=13, segment_length=segment_length)  # inside a segment
     assert stopped.reason == "interrupted" and stopped.step == 13
     assert checkpoint.load(tmp_path / "part" / checkpoint.LATEST).state["step"] == 13
-    resumed = short_run(tmp_path / "part", resume=checkpoint.load(tmp_path / "part" / checkpoint.LATEST))
+    resumed = short_run(tmp_path / "part", resume=checkpoint.load(tmp_path / "part" / checkpoint.LATEST),
+                        segment_length=segment_length)
     assert resumed.step == 24
     whole, part = final_params(tmp_path / "whole"), final_params(tmp_path / "part")
     assert all(np.array_equal(x, y) for x, y in zip(whole, part))
@@ -306,7 +309,7 @@ def test_the_state_is_reset_each_epoch_or_never(reset):
     config = TrainConfig(batch_size=B, seq_length=T, state_reset=reset)
     frozen = optax.sgd(0.0)
     state = steps.init_state(TINY, config, frozen, B)
-    step = steps.make_window_step(TINY, config, frozen, steps_per_epoch=1)
+    step = steps.make_window_step(TINY, config, frozen, reset_every=1)
     carry, params = model.initial_carry(TINY, B), jax.tree.map(jnp.copy, state.params)
     for j in range(3):
         state, metrics = step(state, window_of(T, j))
@@ -328,7 +331,7 @@ def test_an_rtrl_step_applies_bptts_gradient_and_carries_the_history(kind):
     sgd = optax.sgd(1.0)
     state = steps.init_state(mc, config, sgd, B)
     params = jax.tree.map(jnp.copy, state.params)
-    step = steps.make_rtrl_step(mc, config, sgd, steps_per_epoch=2)
+    step = steps.make_rtrl_step(mc, config, sgd, reset_every=2)
     zero = model.initial_carry(mc, B)
 
     def window_loss(p, j, carry):
@@ -341,7 +344,7 @@ def test_an_rtrl_step_applies_bptts_gradient_and_carries_the_history(kind):
 
     frozen = optax.sgd(0.0)  # no update: the carried sensitivities are exact
     state = steps.init_state(mc, config, frozen, B)._replace(params=jax.tree.map(jnp.copy, params))  # donated
-    step = steps.make_rtrl_step(mc, config, frozen, steps_per_epoch=2)
+    step = steps.make_rtrl_step(mc, config, frozen, reset_every=2)
     state, _ = step(state, window_of(T, 0))  # the first window; then the second's gradient, from its state
     second = window_of(T, 1)
     got_grads = rtrl.rtrl_gradient(params, mc, second[:, :-1], second[:, 1:], state.carry, state.sensitivities)[1]
