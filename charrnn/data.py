@@ -270,6 +270,21 @@ class ShuffledWindows:
         return np.asarray(self.ids[starts[:, None] + self.offsets[None, :]], dtype=self.dtype)
 
 
+# A run that only time stops reads shuffled segments of this many windows (`default_segment_length`): long enough
+# that a segment's first window, read from the zero state, is one in 20; short enough that the last tenth of a
+# 10-minute run draws its windows from hundreds of places all over the corpus.
+SEGMENT_WINDOWS = 20
+
+
+def default_segment_length(config: TrainConfig) -> int:
+    """The segment length of a run that does not choose one: shuffled segments of `SEGMENT_WINDOWS` windows when
+    only time stops it (`config.time_limited`), trains by BPTT and resets its state, else 0 (contiguous streams:
+    a run of steps or epochs reads its text as it always has)."""
+    if config.time_limited and config.gradient == "bptt" and config.state_reset == "epoch":
+        return SEGMENT_WINDOWS * config.window
+    return 0
+
+
 def training_windows(ids: np.ndarray, layout: "Layout", seed: int, rows: slice = slice(None),
                      dtype: Optional[np.dtype] = None) -> Callable[[int], np.ndarray]:
     """``windows(step) -> (rows, T + 1)`` ids: the window training step `step` reads, in `layout`'s order

@@ -154,15 +154,19 @@ def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainCo
 def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
     or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change); a missing or None
-    learning_rate is `optim.default_learning_rate`'s for the run (saved as a number, so a resumed run keeps it)."""
+    learning_rate is `optim.default_learning_rate`'s for the run, and segment_length `data.default_segment_length`'s
+    (each saved as a number, so a resumed run keeps it)."""
     options = dict(options)
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:
         model["hidden_size"] = sizing.DEFAULT_WIDTH
     chosen_rate = options.pop("learning_rate", None)
+    chosen_segments = options.pop("segment_length", None)
     config = TrainConfig(**options)
     rate = chosen_rate if chosen_rate is not None else optim.default_learning_rate(config)
-    return ModelConfig(vocab_size=vocab_size, **model), dataclasses.replace(config, learning_rate=rate)
+    segments = chosen_segments if chosen_segments is not None else data.default_segment_length(config)
+    config = dataclasses.replace(config, learning_rate=rate, segment_length=segments)
+    return ModelConfig(vocab_size=vocab_size, **model), config
 
 
 def fit_devices(num_symbols: int, model_config: ModelConfig, config: TrainConfig,
@@ -239,7 +243,8 @@ def resumed_config(ckpt: checkpoint.Checkpoint, options: dict[str, Any], given: 
     """
     saved = {**ckpt.model.to_dict(), **ckpt.train.to_dict()}
     for name in sorted(given):
-        if name not in RESUME_MAY_CHANGE and name in options and options[name] != saved.get(name):
+        # None is "auto": keep what the run chose.
+        if name not in RESUME_MAY_CHANGE and options.get(name) is not None and options[name] != saved.get(name):
             allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
             raise ConfigError(
                 f"--resume: the checkpoint has --{name.replace('_', '-')} {saved.get(name)}, this run asks for "

@@ -117,6 +117,8 @@ def test_train_rejects_an_unknown_encoding(tmp_path):
     ("--learning-rate", "-0.01", "learning-rate"),
     ("--weight-decay", "-0.1", "weight-decay"),
     ("--seq-length", "0", "seq-length"),
+    ("--segment-length", "-100", "segment-length"),
+    ("--segment-length", "150", "segment-length"),
 ])
 def test_train_rejects_options_out_of_range(tmp_path, option, value, named):
     corpus = write_corpus(tmp_path / "corpus.txt")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from charrnn import checkpoint, optim, runs
+from charrnn import checkpoint, data, optim, runs
 from charrnn.config import ConfigError
 from conftest import write_corpus
 
@@ -24,6 +24,18 @@ def test_the_default_learning_rate_is_higher_for_a_run_that_only_time_stops(tmp_
         assert runs.prepare(corpus, options=options).config.learning_rate == 3e-3
     chosen = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "learning_rate": 1e-3}).config
     assert chosen.learning_rate == 1e-3  # a rate asked for is the rate used
+
+
+def test_a_run_that_only_time_stops_reads_shuffled_segments_by_default(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    timed = runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config
+    assert timed.segment_length == data.SEGMENT_WINDOWS * TINY["seq_length"] == 320
+    for options in (TINY, {**TINY, "max_time": 60.0, "max_steps": 100}, {**TINY, "segment_length": None},
+                    {**TINY, "max_time": 60.0, "state_reset": "never"}):
+        assert runs.prepare(corpus, options=options).config.segment_length == 0  # contiguous, as before
+    chosen = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "segment_length": 64}).config
+    assert chosen.segment_length == 64
+    assert runs.prepare(corpus, options={**TINY, "segment_length": 48}).config.segment_length == 48
 
 
 def test_a_time_budget_alone_lifts_the_epoch_limit(tmp_path):
@@ -46,6 +58,11 @@ def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp
     assert resumed.config.max_steps == 8 and resumed.model_config.hidden_size == 16 and resumed.overwrite
     with pytest.raises(ConfigError, match="--hidden-size 16, this run asks for 32"):
         runs.prepare(resume=tmp_path / "run", options={"hidden_size": 32})
+    with pytest.raises(ConfigError, match="--segment-length 0, this run asks for 32"):
+        runs.prepare(resume=tmp_path / "run", options={"segment_length": 32})
+    # "auto" (None) asks for nothing: the run keeps what it chose.
+    assert runs.prepare(resume=tmp_path / "run", options={"segment_length": None, "learning_rate": None}).config \
+        .segment_length == 0
 
 
 @pytest.mark.slow

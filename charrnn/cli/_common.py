@@ -109,6 +109,13 @@ class LearningRate(OrAuto):
     name, number, what = "rate|auto", float, "a learning rate"
 
 
+class SegmentLength(OrAuto):
+    """Characters per shuffled segment (0: contiguous streams), or "auto" (None: charrnn.data.default_segment_length:
+    shuffled segments for a run that only time stops)."""
+
+    name, number, what = "chars|auto", int, "a number of characters"
+
+
 class Width(OrAuto):
     """Units per layer, or "auto" (None: fitted to a --max-time budget, else the default; see charrnn.sizing)."""
 

@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate, Steps, Width, abort_now, err, load_config, user_errors
+from ._common import (EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate, SegmentLength, Steps, Width,
+                      abort_now, err, load_config, user_errors)
 
 
 @main.command(epilog=EXAMPLES)
@@ -37,7 +38,7 @@ from ._common import EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate,
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True, help="Operands of the training step's matrix products (sums, parameters and validation stay float32); auto: bfloat16 for a run that only --max-time stops, where this machine multiplies it faster, else float32 (docs/options.md).")
 @click.option("--gradient", type=click.Choice(["bptt", "rtrl"]), default="bptt", show_default=True, help="How gradients are computed: truncated backpropagation through time, or real-time recurrent learning (exact, forward in time; small networks only, one device).")
 @click.option("--state-reset", type=click.Choice(["epoch", "never"]), default="epoch", show_default=True, help="Start every stream from the zero state at each epoch, or never (continuous training: the state is carried across epochs).")
-@click.option("--segment-length", type=int, default=0, show_default=True, help="Read the training text in segments of this many characters (a multiple of --seq-length), shuffled anew each epoch, each from the zero state; 0: B contiguous streams, each read in order (docs/options.md).")
+@click.option("--segment-length", type=SegmentLength(), default="auto", show_default=True, help="Read the training text in segments of this many characters (a multiple of --seq-length), shuffled anew each epoch, each from the zero state; 0: B contiguous streams, each read in order; auto: segments of 20 windows for a run that only --max-time stops, else 0 (docs/options.md).")
 @click.option("--update-every", type=int, default=None, help="With --gradient rtrl: characters between weight updates  [default: --seq-length]")
 @click.option("--max-epochs", type=float, default=20.0, show_default=True, help="Stop after this many passes over the training split (with --max-time and no --max-epochs: no epoch limit, the time is the limit).")
 @click.option("--max-steps", type=int, default=None, help="Stop after this many steps.")
