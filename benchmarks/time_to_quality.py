@@ -58,6 +58,7 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path
         return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
                 "precision": run["train"].get("precision", "float32"),
+                "batch_size": run["train"]["batch_size"], "segment_length": run["train"].get("segment_length", 0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,
                 "epochs": logs[-1]["epoch"] if logs else None,
                 "train_nats_at_end": logs[-1]["train_nats"] if logs else None,
