@@ -114,6 +114,7 @@ def prepare(
         out = out if out is not None else checkpoint_dir
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=on_encode)
     no_width = ckpt is None and options.get("hidden_size") is None  # `charrnn.sizing` picks it
+    no_batch = ckpt is None and options.get("batch_size") is None  # and this
     if ckpt is None:
         model_config, config = new_configs(len(corpus.vocab), options)
     else:
@@ -121,7 +122,7 @@ def prepare(
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
     model_config, config, fitted = fit_to_machine(len(corpus.ids), model_config, config, placement,
-                                                  ckpt is None and fit_precision, no_width)
+                                                  ckpt is None and fit_precision, no_width, no_batch)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
@@ -129,10 +130,11 @@ def prepare(
 
 
 def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainConfig,
-                   placement: distributed.Placement, precision: bool, width: bool
+                   placement: distributed.Placement, precision: bool, width: bool, batch: bool = False
                    ) -> tuple[ModelConfig, TrainConfig, Optional[sizing.FittedWidth]]:
-    """The configs with the `precision` (`sizing.fit_precision`) and the `width` (`sizing.fit_width`) fitted to
-    this machine, each only if asked; and how the width was fitted (None: it was not).
+    """The configs with the `precision` (`sizing.fit_precision`), the `batch` (`sizing.fit_batch`) and the
+    `width` (`sizing.fit_width`) fitted to this machine, each only if asked; and how the width was fitted (None:
+    it was not).
 
     Raises:
       ConfigError: bfloat16 products asked of a layer-normalised cell (which trains in float32).
@@ -143,29 +145,32 @@ def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainCo
     if model_config.layer_norm and config.precision != "float32":
         raise ConfigError(f"--precision {config.precision} is for the fused training step; a --layer-norm cell "
                           "trains through the plain scan in float32: drop --precision")
+    splits = data.split(corpus_chars, config.val_fraction, config.test_fraction)
+    val_chars, train_chars = splits.val[1] - splits.val[0], splits.train[1] - splits.train[0]
+    if batch:
+        config, speeds = sizing.fit_batch(model_config, config, val_chars, placement, train_chars, speeds)
     if width:
-        splits = data.split(corpus_chars, config.val_fraction, config.test_fraction)
-        (start, end), (train_start, train_end) = splits.val, splits.train
-        model_config, fitted = sizing.fit_width(model_config, config, end - start, placement,
-                                                train_end - train_start, speeds)
+        model_config, fitted = sizing.fit_width(model_config, config, val_chars, placement, train_chars, speeds)
     return model_config, config, fitted
 
 
 def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
     or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change); a missing or None
-    learning_rate is `optim.default_learning_rate`'s for the run, and segment_length `data.default_segment_length`'s
-    (each saved as a number, so a resumed run keeps it)."""
+    learning_rate is `optim.default_learning_rate`'s for the run and segment_length `data.default_segment_length`'s
+    (each saved as a number, so a resumed run keeps it); a missing or None batch_size is `TrainConfig`'s (which
+    `sizing.fit_batch` may then change)."""
     options = dict(options)
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:
         model["hidden_size"] = sizing.DEFAULT_WIDTH
-    chosen_rate = options.pop("learning_rate", None)
-    chosen_segments = options.pop("segment_length", None)
+    if options.get("batch_size") is None:
+        options.pop("batch_size", None)  # `TrainConfig`'s (which `sizing.fit_batch` may then change)
+    chosen = {name: options.pop(name, None) for name in ("learning_rate", "segment_length")}
     config = TrainConfig(**options)
-    rate = chosen_rate if chosen_rate is not None else optim.default_learning_rate(config)
-    segments = chosen_segments if chosen_segments is not None else data.default_segment_length(config)
-    config = dataclasses.replace(config, learning_rate=rate, segment_length=segments)
+    defaults = {"learning_rate": optim.default_learning_rate, "segment_length": data.default_segment_length}
+    config = dataclasses.replace(config, **{name: value if value is not None else defaults[name](config)
+                                            for name, value in chosen.items()})
     return ModelConfig(vocab_size=vocab_size, **model), config
 
 

@@ -31,7 +31,7 @@ def test_a_run_that_only_time_stops_reads_shuffled_segments_by_default(tmp_path)
     timed = runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config
     assert timed.segment_length == data.SEGMENT_WINDOWS * TINY["seq_length"] == 320
     for options in (TINY, {**TINY, "max_time": 60.0, "max_steps": 100}, {**TINY, "segment_length": None},
-                    {**TINY, "max_time": 60.0, "state_reset": "never"}):
+                    {**TINY, "max_time": 60.0, "state_reset": "never"}):  # continuous training needs streams
         assert runs.prepare(corpus, options=options).config.segment_length == 0  # contiguous, as before
     chosen = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "segment_length": 64}).config
     assert chosen.segment_length == 64

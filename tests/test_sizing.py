@@ -64,12 +64,15 @@ def test_a_long_corpus_narrows_the_width_to_one_read_min_passes_times():
     at_256 = dataclasses.replace(config, hidden_size=256)
     read_at_256 = sizing.chars_read(600.0, at_256, speed)
     # A short corpus is read more than MIN_PASSES times at 256: the width stays where K puts it.
-    assert sizing.width_for_time(600.0, config, speed, train_chars=int(read_at_256 / 10)).width == 256
+    short = sizing.width_for_time(600.0, config, speed, train_chars=int(read_at_256 / 10))
+    assert short.width == 256 and short.passes == pytest.approx(10, rel=0.01)
     # One that 256 units would read only MIN_PASSES / 2 times: a narrower width, read MIN_PASSES times (near
     # enough: the width is rounded to a multiple of 32).
     long = int(2 * read_at_256 / sizing.MIN_PASSES)
     fitted = sizing.width_for_time(600.0, config, speed, train_chars=long)
     assert fitted.width < 256
+    at_fitted = dataclasses.replace(config, hidden_size=fitted.width)
+    assert fitted.passes == pytest.approx(sizing.chars_read(600.0, at_fitted, speed) / long)
     passes = [sizing.chars_read(600.0, dataclasses.replace(config, hidden_size=w), speed) / long
               for w in (fitted.width - 32, fitted.width + 32)]
     assert passes[0] > sizing.MIN_PASSES > passes[1]
@@ -128,6 +131,17 @@ def test_prepare_fits_the_width_only_when_none_is_given(tmp_path):
     assert untimed.fitted_width is None and untimed.model_config.hidden_size == sizing.DEFAULT_WIDTH
 
 
+def test_prepare_fits_the_batch_only_when_none_is_given(monkeypatch, tmp_path):
+    fake_speeds(monkeypatch, 1e6, 1e6)  # so slow that the little corpus cannot be read 6 times in a minute
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    auto = {**TINY, "batch_size": None, "hidden_size": None}
+    assert runs.prepare(corpus, options={**auto, "max_time": 60.0}).config.batch_size == sizing.LONG_CORPUS_BATCH
+    assert runs.prepare(corpus, options={**auto, "max_time": 60.0, "batch_size": 8}).config.batch_size == 8
+    assert runs.prepare(corpus, options={**auto, "max_steps": 5}).config.batch_size == 32
+    fake_speeds(monkeypatch, 1e12, 1e12)  # read hundreds of times: the batch stays
+    assert runs.prepare(corpus, options={**auto, "max_time": 60.0}).config.batch_size == 32
+
+
 def fake_speeds(monkeypatch, float32, bfloat16):
     """measure_speed answering `float32` or `bfloat16` multiply-adds a second by precision, the calls recorded."""
     calls = []
@@ -138,6 +152,33 @@ def fake_speeds(monkeypatch, float32, bfloat16):
 
     monkeypatch.setattr(sizing, "measure_speed", measure)
     return calls
+
+
+def test_a_corpus_read_few_times_in_the_budget_is_read_in_more_streams(monkeypatch):
+    batches = []
+
+    def measure(batch_size, placement=None, precision="float32"):  # a step of 64 rows costs what 32 rows do
+        batches.append(batch_size)
+        return 1e11 * (2.0 if batch_size == 64 else 1.0)
+
+    monkeypatch.setattr(sizing, "measure_speed", measure)
+    config, timed = ModelConfig(vocab_size=65), TrainConfig(max_time=600.0, max_epochs=None)
+    free = sizing.fit_width(config, timed, 10_000, train_chars=1)[1]  # the width for any corpus not too long...
+    read = free.passes  # ...reads this many characters
+    long, short = int(2 * read / sizing.MIN_PASSES), int(read / (sizing.LONG_CORPUS_PASSES + 1))
+    wide, speeds = sizing.fit_batch(config, timed, 10_000, train_chars=long)
+    assert wide.batch_size == sizing.LONG_CORPUS_BATCH == 64 and speeds == {"float32": 2e11}
+    assert batches[-1] == 64  # the width is then fitted at the speed of 64 rows
+    narrow_width = sizing.fit_width(config, timed, 10_000, train_chars=long)[1].width
+    assert sizing.fit_width(config, wide, 10_000, train_chars=long, speeds=speeds)[1].width > narrow_width
+    assert sizing.fit_batch(config, timed, 10_000, train_chars=short)[0] == timed  # read often enough: as it is
+    # Not narrowed by the passes, but read fewer than LONG_CORPUS_PASSES times: more streams too.
+    middling = int(read / (sizing.LONG_CORPUS_PASSES - 1))
+    assert sizing.fit_width(config, timed, 10_000, train_chars=middling)[1].width == free.width
+    assert sizing.fit_batch(config, timed, 10_000, train_chars=middling)[0].batch_size == 64
+    for other in (TrainConfig(), TrainConfig(max_time=600.0, max_epochs=None, max_steps=100),
+                  TrainConfig(max_time=600.0, max_epochs=None, batch_size=128)):
+        assert sizing.fit_batch(config, other, 10_000, train_chars=long)[0] == other
 
 
 @pytest.mark.parametrize("bfloat16,chosen", [(2.1e11, "bfloat16"), (1.2e11, "float32"), (0.4e11, "float32")])

@@ -109,6 +109,12 @@ class LearningRate(OrAuto):
     name, number, what = "rate|auto", float, "a learning rate"
 
 
+class BatchSize(OrAuto):
+    """Streams per step, or "auto" (None: 32, or more for a long corpus in a time budget: charrnn.sizing.fit_batch)."""
+
+    name, number, what = "streams|auto", int, "a number of streams"
+
+
 class SegmentLength(OrAuto):
     """Characters per shuffled segment (0: contiguous streams), or "auto" (None: charrnn.data.default_segment_length:
     shuffled segments for a run that only time stops)."""

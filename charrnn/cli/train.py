@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import (EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate, SegmentLength, Steps, Width,
+from ._common import (EXAMPLES, BatchSize, Coordinator, DropoutRate, Duration, LearningRate, SegmentLength, Steps, Width,
                       abort_now, err, load_config, user_errors)
 
 
@@ -28,7 +28,7 @@ from ._common import (EXAMPLES, Coordinator, DropoutRate, Duration, LearningRate
 @click.option("--weight-drop", type=float, default=0.0, show_default=True, help="DropConnect on the recurrent weights, in [0, 1): each step drops this fraction of every layer's U for the whole window (docs/options.md).")
 @click.option("--layer-norm/--no-layer-norm", default=False, help="Layer-normalise every gate's pre-activation (and the LSTM's cell state) over the units (equations in docs/model.md).")
 @click.option("--seq-length", type=int, default=100, show_default=True, help="Characters per window (truncated-BPTT length T).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Streams (rows) per step (B).")
+@click.option("--batch-size", type=BatchSize(), default="auto", show_default=True, help="Streams (rows) per step (B); auto: 32, or 64 for a run that only --max-time stops on a corpus too long to read 6 times in it (docs/options.md).")
 @click.option("--learning-rate", type=LearningRate(), default="auto", show_default=True, help="Peak learning rate; auto: 0.003, or 0.007 for a run that only --max-time stops (docs/options.md).")
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop"]), default="adam", show_default=True, help="Optimizer.")
 @click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear learning-rate warm-up, in steps.")
