@@ -179,7 +179,8 @@ def _announce(run, out_dir) -> None:
     fitted = run.fitted_width
     width = f"{mc.hidden_size} units" + ("" if fitted is None else
                                         f", the width for {fitted.seconds:g} s on this machine: about "
-                                        f"{fitted.chars_per_parameter:.1f} characters read per parameter")
+                                        f"{fitted.chars_per_parameter:.1f} characters read per parameter"
+                                        + ("" if fitted.passes is None else f", {fitted.passes:.1f} passes"))
     if run.config.precision != "float32":
         width += f"; {run.config.precision} products"
     err.print(f"Training a {mc.num_layers}-layer {mc.cell.upper()} ({width}) on "
