@@ -80,7 +80,8 @@ def prepare(
       options: `ModelConfig` (`MODEL_OPTIONS`) and `TrainConfig` fields; missing ones take their defaults, but
         a missing (or None) hidden_size is fitted to the run (`charrnn.sizing.fit_width`: to its time, when only
         `max_time` limits it), and so is a missing (or None, or "auto") precision (`charrnn.sizing.fit_precision`:
-        bfloat16 products where this machine runs them faster, for such a run; else float32). When resuming, the
+        bfloat16 products where this machine runs them faster, for such a run; else float32) and a missing (or
+        None) batch_size (`charrnn.sizing.fit_batch`: 64 streams for a corpus such a run reads few times; else 32). When resuming, the
         checkpoint's settings are used, and only `RESUME_MAY_CHANGE` may differ from them.
       given: which of `options` the user set (default: all of them): only those are checked against a resumed
         checkpoint, so a default never counts as asking for a change.
