@@ -234,24 +234,22 @@ EVAL_CHUNK_CHARS = 1 << 22  # characters of validation text per evaluation call 
 
 
 class ShuffledWindows:
-    """The training windows read in shuffled segments (``TrainConfig.segment_length``), one step at a time.
+    """The training windows read in shuffled segments (``Layout.segment_length``), one step at a time.
 
     The training split is cut into M = (N - 1) // S segments of S = K * T characters (what is left at the end is
     skipped). Every epoch draws a permutation of the M segments from `seed` and the epoch's index; round r of the
     epoch (steps ``[r*K, (r+1)*K)``) gives row b segment ``perm[r*B + b]``, read a window of T at a time, so
-    an epoch is ``M // B`` rounds of K steps (a different M mod B segments left out each epoch). The step starts
-    each row from the zero state at a segment's first window (`Layout.reset_every` = K). ``windows(step)`` takes
-    the run's step and returns, for the rows in `rows`, (rows, T + 1) ids as `TrainWindows` does.
+    an epoch is ``M // B`` rounds of K steps (`plan`'s steps per epoch; a different M mod B segments left out
+    each epoch). The step starts each row from the zero state at a segment's first window (`Layout.reset_every`
+    = K). ``windows(step)`` takes the run's step and returns, for the rows in `rows`, (rows, T + 1) ids as
+    `TrainWindows` does.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, segment_length: int, seed: int,
-                 rows: slice = slice(None), dtype: Optional[np.dtype] = None):
-        self.ids, self.batch_size, self.seq_length = ids, batch_size, seq_length
-        self.segment_length, self.seed, self.rows = segment_length, seed, rows
-        self.segment_windows = segment_length // seq_length  # K
-        self.num_segments = (len(ids) - 1) // segment_length  # M
-        self.steps_per_epoch = self.num_segments // batch_size * self.segment_windows
-        self.offsets = np.arange(seq_length + 1, dtype=np.int64)
+    def __init__(self, ids: np.ndarray, layout: "Layout", seed: int, rows: slice = slice(None),
+                 dtype: Optional[np.dtype] = None):
+        self.ids, self.layout, self.seed, self.rows = ids, layout, seed, rows
+        self.num_segments = (len(ids) - 1) // layout.segment_length  # M
+        self.offsets = np.arange(layout.seq_length + 1, dtype=np.int64)
         self.dtype = dtype or ids.dtype
         self._order = (-1, None)  # (epoch, its permutation): a permutation of M costs milliseconds; draw it once
 
@@ -263,10 +261,11 @@ class ShuffledWindows:
         return self._order[1]
 
     def __call__(self, step: int) -> np.ndarray:
-        epoch, j = divmod(step, self.steps_per_epoch)
-        round_, k = divmod(j, self.segment_windows)
-        segments = self.order(epoch)[round_ * self.batch_size : (round_ + 1) * self.batch_size][self.rows]
-        starts = segments.astype(np.int64) * self.segment_length + k * self.seq_length
+        B, T, S = self.layout.batch_size, self.layout.seq_length, self.layout.segment_length
+        epoch, j = divmod(step, self.layout.steps_per_epoch)
+        round_, k = divmod(j, self.layout.reset_every)
+        segments = self.order(epoch)[round_ * B : (round_ + 1) * B][self.rows]
+        starts = segments.astype(np.int64) * S + k * T
         return np.asarray(self.ids[starts[:, None] + self.offsets[None, :]], dtype=self.dtype)
 
 
@@ -289,10 +288,9 @@ def training_windows(ids: np.ndarray, layout: "Layout", seed: int, rows: slice =
                      dtype: Optional[np.dtype] = None) -> Callable[[int], np.ndarray]:
     """``windows(step) -> (rows, T + 1)`` ids: the window training step `step` reads, in `layout`'s order
     (contiguous streams, `TrainWindows`, or shuffled segments, `ShuffledWindows`)."""
-    B, T = layout.batch_size, layout.seq_length
     if layout.segment_length:
-        return ShuffledWindows(ids, B, T, layout.segment_length, seed, rows, dtype)
-    windows = TrainWindows(ids, B, T, rows, dtype)
+        return ShuffledWindows(ids, layout, seed, rows, dtype)
+    windows = TrainWindows(ids, layout.batch_size, layout.seq_length, rows, dtype)
     return lambda step: windows(step % layout.steps_per_epoch)
 
 

@@ -167,11 +167,11 @@ def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, 
         model["hidden_size"] = sizing.DEFAULT_WIDTH
     if options.get("batch_size") is None:
         options.pop("batch_size", None)  # `TrainConfig`'s (which `sizing.fit_batch` may then change)
-    chosen = {name: options.pop(name, None) for name in ("learning_rate", "segment_length")}
+    rate, segments = options.pop("learning_rate", None), options.pop("segment_length", None)
     config = TrainConfig(**options)
-    defaults = {"learning_rate": optim.default_learning_rate, "segment_length": data.default_segment_length}
-    config = dataclasses.replace(config, **{name: value if value is not None else defaults[name](config)
-                                            for name, value in chosen.items()})
+    config = dataclasses.replace(
+        config, learning_rate=rate if rate is not None else optim.default_learning_rate(config),
+        segment_length=segments if segments is not None else data.default_segment_length(config))
     return ModelConfig(vocab_size=vocab_size, **model), config
 
 

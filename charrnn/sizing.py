@@ -231,15 +231,21 @@ def fit_batch(model_config: ModelConfig, config: TrainConfig, val_chars: int,
     """`config` with the batch for a run fitted to its time (`_fits_to_time`): `LONG_CORPUS_BATCH` streams when
     the corpus is long for the budget, i.e. when the width fitted at `config.batch_size` (`fit_width`) reads it
     fewer than `LONG_CORPUS_PASSES` times, else `config.batch_size`. Returns the config and the speeds its width
-    is then to be fitted at (measured again at the new batch; else `speeds` as given)."""
+    is then to be fitted at (measured again at the new batch; else `speeds` as given or as measured here)."""
     if not _fits_to_time(config, placement) or config.batch_size >= LONG_CORPUS_BATCH or not train_chars:
         return config, speeds
+    speeds = speeds or _speeds_for(config, placement)  # kept for `fit_width`, if the batch stays
     _, fitted = fit_width(model_config, config, val_chars, placement, train_chars, speeds)
     if fitted.passes >= LONG_CORPUS_PASSES:
         return config, speeds
     config = dataclasses.replace(config, batch_size=LONG_CORPUS_BATCH)
-    return config, {p: LONG_CORPUS_PROBE_RATIO * measure_speed(config.batch_size, placement, p)
-                    for p in {"float32", config.precision}}
+    return config, {p: LONG_CORPUS_PROBE_RATIO * speed for p, speed in _speeds_for(config, placement).items()}
+
+
+def _speeds_for(config: TrainConfig, placement: Optional["distributed.Placement"]) -> dict[str, float]:
+    """`measure_speed` at `config`'s batch in the precisions its width is fitted with: its own, and float32
+    (the validation's)."""
+    return {p: measure_speed(config.batch_size, placement, p) for p in {"float32", config.precision}}
 
 
 def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
@@ -253,7 +259,7 @@ def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
     Returns the config and how the width was fitted (None: the default)."""
     if not _fits_to_time(config, placement):
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
-    speeds = speeds or {p: measure_speed(config.batch_size, placement, p) for p in {"float32", config.precision}}
+    speeds = speeds or _speeds_for(config, placement)
     speed = speeds[config.precision] * (LAYER_NORM_SPEED if model_config.layer_norm else 1.0)
     share = training_share(config, val_chars, speeds[config.precision] / speeds["float32"])
     fitted = width_for_time(config.max_time, model_config, speed, share, train_chars)

@@ -171,7 +171,8 @@ def test_a_corpus_read_few_times_in_the_budget_is_read_in_more_streams(monkeypat
     assert batches[-1] == 64  # the width is then fitted at the speed of 64 rows
     narrow_width = sizing.fit_width(config, timed, 10_000, train_chars=long)[1].width
     assert sizing.fit_width(config, wide, 10_000, train_chars=long, speeds=speeds)[1].width > narrow_width
-    assert sizing.fit_batch(config, timed, 10_000, train_chars=short)[0] == timed  # read often enough: as it is
+    # Read often enough: as it is, with the speeds it measured, for the width to be fitted at without probing again.
+    assert sizing.fit_batch(config, timed, 10_000, train_chars=short) == (timed, {"float32": 1e11})
     # Not narrowed by the passes, but read fewer than LONG_CORPUS_PASSES times: more streams too.
     middling = int(read / (sizing.LONG_CORPUS_PASSES - 1))
     assert sizing.fit_width(config, timed, 10_000, train_chars=middling)[1].width == free.width
