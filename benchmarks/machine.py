@@ -200,19 +200,22 @@ def matmul_peak_gflops(shapes: list[tuple[int, int, int]], repeats: int = 5) -> 
     return out
 
 
-def describe() -> dict:
-    """The machine and versions, for the record."""
-    cpu = "unknown"
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it ("unknown" where it does not)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def describe() -> dict:
+    """The machine and versions, for the record."""
     import jax
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from machine import cpu_name
+
 SHARED = Path("/work/shared")
 GPT = SHARED / "bench" / "gpt_reference.py"
 UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -103,7 +105,7 @@ def main() -> None:
                               else gpt_run(corpus, budget, args.torch_python))
                     got[system].append(result["val_nats"])
                     record = {"corpus": corpus.name, "budget": budget, "round": r, "system": system, **result,
-                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpu": cpu_name()}
                     with open(args.out, "a") as f:
                         f.write(json.dumps(record) + "\n")
                     print(f"  {corpus.name} {budget} round {r} {system}: {result['val_nats']:.4f}", file=sys.stderr,
