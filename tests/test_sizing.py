@@ -206,7 +206,23 @@ def test_the_width_is_fitted_at_the_chosen_precisions_speed_with_validation_in_f
     assert sizing.training_share(timed, 1_000_000, speedup=2.0) < sizing.training_share(timed, 1_000_000)
     calls.clear()
     sizing.fit_width(ModelConfig(vocab_size=65), mixed_config, val_chars=1_000_000)  # no speeds: measures both
-    assert sorted(calls) == ["bfloat16", "float32"]
+    assert sorted(calls) == ["bfloat16"] * sizing.PROBE_ROUNDS + ["float32"] * sizing.PROBE_ROUNDS
+
+
+def test_the_precisions_are_probed_in_turn_and_a_disturbed_probe_does_not_decide(monkeypatch):
+    calls, disturbed = [], {1}  # the first bfloat16 probe ran beside other work, at a third of its speed
+
+    def measure(batch_size, placement=None, precision="float32"):
+        calls.append(precision)
+        speed = {"float32": 1e11, "bfloat16": 1.5e11}[precision]
+        return speed / 3 if len(calls) - 1 in disturbed else speed
+
+    monkeypatch.setattr(sizing, "measure_speed", measure)
+    assert sizing.measure_speeds(32) == {"float32": 1e11, "bfloat16": 1.5e11}
+    assert calls[:4] == ["float32", "bfloat16", "float32", "bfloat16"]
+    calls.clear()
+    config, _ = sizing.fit_precision(TrainConfig(max_time=600.0, max_epochs=None))
+    assert config.precision == "bfloat16"  # one probe alone would have found 0.5e11 and chosen float32
 
 
 def test_prepare_fits_the_precision_unless_it_is_given_and_a_resumed_run_keeps_its_own(monkeypatch, tmp_path):
