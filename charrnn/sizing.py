@@ -80,15 +80,17 @@ PROBE_TO_TRAINING = {"float32": 1.19, "bfloat16": 1.0}
 # per second over the fused cell's (LSTM 2×320, batch 32 × window 100, 2-core reference machine: 12,063 against
 # 26,294; benchmarks/README.md).
 LAYER_NORM_SPEED = 0.46
-# A run that only time stops takes bfloat16 products where the probe runs them this much faster than float32's
-# (2.1 times on a Xeon with AMX; a CPU without native bfloat16 runs them slower than float32).
+# A run that only time stops takes bfloat16 products where the probe itself (before `PROBE_TO_TRAINING`) runs them
+# this much faster than float32's: 2.1 times on a Xeon with AMX; 1.3-1.6 on a 2-core EPYC with AVX-512 BF16, where
+# the training step (LSTM 2×384, batch 32) ran 1.36 times as fast (20,467 against 15,003 characters a second); a
+# CPU without native bfloat16 runs them slower than float32.
 BFLOAT16_MIN_SPEEDUP = 1.25
 TRAINING_COST = 3.0  # a training character costs about 3 forward passes (forward, then backward: 2 products)
 PROBE_WIDTH, PROBE_STEPS, PROBE_WARMUP, PROBE_RUNS = 256, 256, 4, 10  # 30 ms a run on the reference machine
-# The probes of both precisions, taken in turn this many times: on a 2-core EPYC (AVX-512 BF16) one probe in ten
-# minutes of runs found bfloat16 under 1.25 times float32 (1.42 when quiet), and the run chose float32 and 192
-# units where its neighbours had bfloat16 and 256.
-PROBE_ROUNDS = 2
+# The probes of both precisions, taken in turn this many times, the best of each kept (about 3 s at 32 rows): on a
+# 2-core EPYC (AVX-512 BF16), on a quiet machine, bfloat16's probe ran at 0.79 to 1.58 times float32's rate from
+# one pair of probes to the next, and runs a few minutes apart chose float32 (192 units) and bfloat16 (256).
+PROBE_ROUNDS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,14 +227,15 @@ def measure_speeds(batch_size: int, placement: Optional["distributed.Placement"]
 def fit_precision(config: TrainConfig, placement: Optional["distributed.Placement"] = None,
                   layer_norm: bool = False) -> tuple[TrainConfig, Optional[dict[str, float]]]:
     """`config` with the precision of its products for a run fitted to its time (`_fits_to_time`): bfloat16
-    where this machine's probe runs it at least `BFLOAT16_MIN_SPEEDUP` times float32's speed (a CPU with AMX or
+    where this machine's probe runs it at least `BFLOAT16_MIN_SPEEDUP` times float32's rate (a CPU with AMX or
     AVX-512 BF16), else float32; other runs, and a `layer_norm` cell's (which trains through the plain scan, in
     float32), keep `config.precision`. Returns the config and the speeds measured (`measure_speeds`; None when
     none were)."""
     if not _fits_to_time(config, placement) or layer_norm:
         return config, None
     speeds = measure_speeds(config.batch_size, placement)
-    faster = speeds["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * speeds["float32"]
+    probe = {p: speeds[p] / PROBE_TO_TRAINING[p] for p in speeds}  # the probe's own rates, not training's
+    faster = probe["bfloat16"] >= BFLOAT16_MIN_SPEEDUP * probe["float32"]
     return dataclasses.replace(config, precision="bfloat16" if faster else "float32"), speeds
 
 
