@@ -52,8 +52,10 @@ CHARS_PER_PARAMETER = 4.5
 # ...but a corpus too long to be read a few times in the budget is better served by a narrower network that reads
 # it more often: on the Linux source (5.6 M training characters) in 10 minutes 2×256 (3.1 passes) beat 2×384 (1.4),
 # and with bfloat16 products 2×384 (3.9 passes) beat 2×544 (1.8) by 0.05 nats; on War and Peace (2.9 M) 2×384 (2.9
-# passes) beat 2×256 (5.9).
-MIN_PASSES = 4.0
+# passes) beat 2×256 (5.9). About 3 passes is best, on either side of it the loss is worse: in batches of 64 with
+# bfloat16 products (a 2-core EPYC), 2×256 (4.2 passes; 1.4180 and 1.4028), 2×320 (2.9; 1.3878) and 2×384 (2.2;
+# 1.4096); on a Xeon with AMX, 2×480 (2.8 passes; 1.3560) and 2×448 (3.2; 1.3635) beat 2×512 (2.3; 1.3898).
+MIN_PASSES = 3.0
 # A corpus read fewer than LONG_CORPUS_PASSES times (where a run has no dropout yet, `optim.DROPOUT_FROM_EPOCHS`:
 # it lacks characters, not regularisation) is read in LONG_CORPUS_BATCH streams (`fit_batch`): a step of 64 rows
 # costs far less than two of 32, the more so with bfloat16 products. In 10 minutes, shuffled segments, batch 64
