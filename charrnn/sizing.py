@@ -53,8 +53,8 @@ CHARS_PER_PARAMETER = 4.5
 # it more often: on the Linux source (5.6 M training characters) in 10 minutes 2×256 (3.1 passes) beat 2×384 (1.4),
 # and with bfloat16 products 2×384 (3.9 passes) beat 2×544 (1.8) by 0.05 nats; on War and Peace (2.9 M) 2×384 (2.9
 # passes) beat 2×256 (5.9). About 3 passes is best, on either side of it the loss is worse: in batches of 64 with
-# bfloat16 products (a 2-core EPYC), 2×256 (4.2 passes; 1.4180 and 1.4028), 2×320 (2.9; 1.3878) and 2×384 (2.2;
-# 1.4096); on a Xeon with AMX, 2×480 (2.8 passes; 1.3560) and 2×448 (3.2; 1.3635) beat 2×512 (2.3; 1.3898).
+# bfloat16 products (a 2-core EPYC), 2×256 (4.0-4.4 passes; 1.4028 to 1.4180), 2×320 (2.9; 1.3878) and 2×384
+# (2.2; 1.4096); on a Xeon with AMX, 2×480 (2.8 passes; 1.3560) and 2×448 (3.2; 1.3635) beat 2×512 (2.3; 1.3898).
 MIN_PASSES = 3.0
 # A corpus read fewer than LONG_CORPUS_PASSES times (where a run has no dropout yet, `optim.DROPOUT_FROM_EPOCHS`:
 # it lacks characters, not regularisation) is read in LONG_CORPUS_BATCH streams (`fit_batch`): a step of 64 rows
@@ -66,8 +66,8 @@ LONG_CORPUS_BATCH = 64
 # The probe's speed-up from 32 rows to 64 overstates training's (whose gates, states and per-step work grow with
 # the rows as they are): runs at 64 rows planned to read the Linux source 4 times read it 2.8 times (480 units)
 # and 2.3 (512), where runs at 32 rows read 3.6 of 4 (a Xeon with AMX: training at 0.7 of the probe's estimate).
-# On a 2-core EPYC (AVX-512 BF16) it is the other way: 2×256 with bfloat16 products trained at 108-113 G
-# multiply-adds a second, where the probe said 112-123 (0.9-0.95), and runs planned at 3.1-3.4 passes read 4.0-4.4.
+# On a 2-core EPYC (AVX-512 BF16) it overstates it far less: 2×256 with bfloat16 products trained at 108-113 G
+# multiply-adds a second, where the probe said 112-123 (0.9-0.95): probes planned 3.1-3.4 passes, runs read 4.0-4.4.
 # Training at 64 rows is taken to run this fraction of the probe's estimate, between the two machines'.
 LONG_CORPUS_PROBE_RATIO = 0.8
 WIDTH_MULTIPLE = 32
