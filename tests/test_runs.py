@@ -66,9 +66,25 @@ def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp
 
 
 @pytest.mark.slow
-def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp_path):
-    from conftest import CORPUS_TEXT
+class TickingClock:
+    """A stand-in for `time.perf_counter` that moves on a fixed `tick` of seconds at every reading, so a run limited
+    by time makes the same steps however busy the machine is (a real clock under load made too few steps for the
+    decay to show)."""
 
+    def __init__(self, tick: float):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp_path, monkeypatch):
+    from conftest import CORPUS_TEXT
+    from charrnn import train
+
+    # About 1.4 readings a step (the time check, and the logs' and validations' readings): some 300 steps in 8 s.
+    monkeypatch.setattr(train, "time", TickingClock(tick=0.02))
     corpus = write_corpus(tmp_path / "corpus.txt", CORPUS_TEXT)  # small: 8 s make many passes over it
     events = []
     finished = runs.train(corpus, out=tmp_path / "run", max_time=8.0, eval_every=25, log_every=5,
