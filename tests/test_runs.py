@@ -65,7 +65,6 @@ def test_resuming_takes_the_checkpoints_settings_and_refuses_a_changed_model(tmp
         .segment_length == 0
 
 
-@pytest.mark.slow
 class TickingClock:
     """A stand-in for `time.perf_counter` that moves on a fixed `tick` of seconds at every reading, so a run limited
     by time makes the same steps however busy the machine is (a real clock under load made too few steps for the
@@ -79,6 +78,7 @@ class TickingClock:
         return self.now
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp_path, monkeypatch):
     from conftest import CORPUS_TEXT
     from charrnn import train
