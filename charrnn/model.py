@@ -187,16 +187,33 @@ def forward(
     return jnp.swapaxes(logits, 0, 1), carry
 
 
-def step(params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry) -> tuple[jax.Array, Carry]:
+def input_table(params: Params, config: ModelConfig) -> jax.Array:
+    """The first layer's input projection of every symbol: (vocab, G*H), G the cell's gate count.
+
+    Row v is what the first layer adds for token v (``W e_v + b``; ``W e_v`` with layer normalisation), so a loop
+    that feeds one token at a time (`step`) gathers a row instead of multiplying its embedding afresh."""
+    layer = params["layers"][0]
+    return cells.of(config).project_inputs(layer, params["embedding"])
+
+
+def step(
+    params: Params, config: ModelConfig, tokens: jax.Array, carry: Carry, table: Optional[jax.Array] = None
+) -> tuple[jax.Array, Carry]:
     """One time step through every layer, for generation: tokens (B,) int -> logits (B, vocab), new carry.
 
-    The same maths as `forward` (which runs layer by layer over a whole window); no dropout.
+    The same maths as `forward` (which runs layer by layer over a whole window); no dropout. `table`, the
+    `input_table` of `params` computed once outside the loop, replaces the first layer's input product by a
+    gather (the same values: each row of a product is its own dot products).
     """
     cell = cells.of(config)
-    x = params["embedding"][tokens]  # (B, E)
     new_carry = []
-    for layer_params, layer_carry in zip(params["layers"], carry):
-        c, states = cell.step(layer_params, layer_carry, cell.project_inputs(layer_params, x))
+    for l, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
+        if l == 0:
+            projected = (cell.project_inputs(layer_params, params["embedding"][tokens]) if table is None
+                         else table[tokens])
+        else:
+            projected = cell.project_inputs(layer_params, x)
+        c, states = cell.step(layer_params, layer_carry, projected)
         new_carry.append(c)
         x = states["h"]
     return head(params, x), new_carry

@@ -41,9 +41,14 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_k: jax.Array) -
       top_k: int scalar in [0, V].
     """
     V = logits.shape[-1]
-    k = jnp.where((top_k > 0) & (top_k < V), top_k, V)
-    kth_largest = jnp.take(jnp.sort(logits, axis=-1), V - k, axis=-1)[..., None]
-    logits = jnp.where(logits < kth_largest, -jnp.inf, logits)
+    limited = (top_k > 0) & (top_k < V)
+
+    def without_all_but_top_k(logits):
+        kth_largest = jnp.take(jnp.sort(logits, axis=-1), V - top_k, axis=-1)[..., None]
+        return jnp.where(logits < kth_largest, -jnp.inf, logits)
+
+    # A sort of every row each step costs a generation loop time; without a limit there is nothing to sort for.
+    logits = jax.lax.cond(limited, without_all_but_top_k, lambda logits: logits, logits)
     return logits / jnp.maximum(temperature, 1e-6)
 
 
@@ -68,9 +73,11 @@ def generate_chunk(params, config: ModelConfig, carry, last_tokens, key, positio
       tokens (B, length) int32, the carry after the last token's predecessor, and the last tokens (B,).
     """
 
+    table = model.input_table(params, config)  # once per chunk: the loop gathers its rows
+
     def body(state, t):
         carry, tokens = state
-        logits, carry = model.step(params, config, tokens, carry)
+        logits, carry = model.step(params, config, tokens, carry, table)
         tokens = choose(jax.random.fold_in(key, position + t), logits, temperature, top_k)
         return (carry, tokens), tokens
 

@@ -69,14 +69,26 @@ def test_generation_step_matches_training_forward(kind):
     params = model.init(jax.random.key(3), config)
     seq = tokens((2, 10), 4)
     want, want_carry = forward(params, config, seq, model.initial_carry(config, 2))
-    carry = model.initial_carry(config, 2)
-    got = []
-    for t in range(seq.shape[1]):
-        logits, carry = model.step(params, config, seq[:, t], carry)
-        got.append(logits)
-    np.testing.assert_allclose(np.stack(got, axis=1), want, rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Both ways of feeding the first layer: its embedding multiplied each step, or a row of the input table.
+    for table in (None, model.input_table(params, config)):
+        carry = model.initial_carry(config, 2)
+        got = []
+        for t in range(seq.shape[1]):
+            logits, carry = model.step(params, config, seq[:, t], carry, table)
+            got.append(logits)
+        np.testing.assert_allclose(np.stack(got, axis=1), want, rtol=1e-5, atol=1e-6)
+        for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(want_carry)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_the_input_table_row_of_a_token_is_its_projected_embedding():
+    config = tiny("lstm")
+    params = model.init(jax.random.key(8), config)
+    layer, embedding = params["layers"][0], np.asarray(params["embedding"], np.float64)
+    want = embedding @ np.asarray(layer["W"], np.float64) + np.asarray(layer["b"], np.float64)  # (V, 4H)
+    table = model.input_table(params, config)
+    assert table.shape == (config.vocab_size, 4 * config.hidden_size)
+    np.testing.assert_allclose(table, want, rtol=1e-5, atol=1e-6)
 
 
 def test_loss_is_mean_cross_entropy_in_nats():
