@@ -129,12 +129,12 @@ def run_layers(
         dropout_keep = dropout_masks(dropout_key, config, *tokens_tm.shape)
     keeps = list(dropout_keep) if dropout_keep is not None and config.dropout_rate > 0 else [None] * config.num_layers
     if edit is None and outputs == ("h",) and fast and not cell.layer_norm:  # training, evaluation: faster
-        first, tokens = params["layers"][0], None
+        tokens = None
         if config.vocab_size <= tokens_tm.size:
             # W_0 e_t + b_0 depends on the token alone: project the (vocab, E) embedding once and let each step
             # gather its rows, instead of a (T*B, E) @ (E, G*H) product and its two gradient products over the
             # whole window.
-            x, tokens = params["embedding"] @ first["W"] + first["b"], tokens_tm
+            x, tokens = input_table(params, config), tokens_tm
         new_carry, hs = fused.run_layers(cell, params["layers"], x, carry, dropout_keeps=keeps[:-1],
                                          dropout=config.dropout_rate, tokens=tokens, matmul_dtype=matmul_dtype)
         return new_carry, [{"h": h} for h in hs[:-1]] + [{"h": _dropout(keeps[-1], config.dropout_rate, hs[-1])}]
@@ -191,7 +191,8 @@ def input_table(params: Params, config: ModelConfig) -> jax.Array:
     """The first layer's input projection of every symbol: (vocab, G*H), G the cell's gate count.
 
     Row v is what the first layer adds for token v (``W e_v + b``; ``W e_v`` with layer normalisation), so a loop
-    that feeds one token at a time (`step`) gathers a row instead of multiplying its embedding afresh."""
+    that feeds one token at a time (`step`) gathers a row instead of multiplying its embedding afresh, and so does
+    the fused training path over a window (`run_layers`)."""
     layer = params["layers"][0]
     return cells.of(config).project_inputs(layer, params["embedding"])
 
@@ -206,12 +207,13 @@ def step(
     gather (the same values: each row of a product is its own dot products).
     """
     cell = cells.of(config)
+    if table is None:
+        projected = cell.project_inputs(params["layers"][0], params["embedding"][tokens])  # (B, G*H)
+    else:
+        projected = table[tokens]
     new_carry = []
-    for l, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
-        if l == 0:
-            projected = (cell.project_inputs(layer_params, params["embedding"][tokens]) if table is None
-                         else table[tokens])
-        else:
+    for layer, (layer_params, layer_carry) in enumerate(zip(params["layers"], carry)):
+        if layer > 0:
             projected = cell.project_inputs(layer_params, x)
         c, states = cell.step(layer_params, layer_carry, projected)
         new_carry.append(c)
