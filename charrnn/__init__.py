@@ -17,7 +17,7 @@ Modules (docs/layout.md; the API in docs/python-api.md):
     model          embedding -> stacked layers -> head: init, forward, loss, position_nll, step
     optim          the optimizer and its learning-rate schedule, as optax pieces
     sizing         the width and precision a time budget affords on this machine: measure_speed,
-                   measure_training_speed, fit_precision, width_for_time, fit_width
+                   fit_precision, width_for_time, fit_width
     steps          TrainState and the builders of the jitted train step; to and from a checkpoint
     validation     the loss over a whole split: make_evaluate, Validator
     train          the training loop: train, and the Trainer that keeps its bookkeeping

@@ -134,8 +134,8 @@ def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainCo
                    placement: distributed.Placement, precision: bool, width: bool, batch: bool = False
                    ) -> tuple[ModelConfig, TrainConfig, Optional[sizing.FittedWidth]]:
     """The configs with the `precision` (`sizing.fit_precision`), the `batch` (`sizing.fit_batch`) and the
-    `width` (`sizing.fit_width`, checked against the training step itself) fitted to this machine, each only if
-    asked; and how the width was fitted (None: it was not).
+    `width` (`sizing.fit_width`) fitted to this machine, each only if asked; and how the width was fitted (None:
+    it was not).
 
     Raises:
       ConfigError: bfloat16 products asked of a layer-normalised cell (which trains in float32).
@@ -151,8 +151,7 @@ def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainCo
     if batch:
         config, speeds = sizing.fit_batch(model_config, config, val_chars, placement, train_chars, speeds)
     if width:
-        model_config, fitted = sizing.fit_width(model_config, config, val_chars, placement, train_chars, speeds,
-                                                measure=True)
+        model_config, fitted = sizing.fit_width(model_config, config, val_chars, placement, train_chars, speeds)
     return model_config, config, fitted
 
 

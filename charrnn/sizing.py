@@ -14,19 +14,7 @@ parameter in the time; that is the rule here::
 products three times over: forward, and backward to the inputs and to the weights), estimated in a fraction
 of a second by `measure_speed` (a short recurrence of the training's own product shape, scaled by
 `PROBE_TO_TRAINING`, measured once on the reference machine). The width goes as the fourth root of the budget
-times the speed, so an estimate 30% off moves it by 7%, about one multiple of 32; where the passes over the
-corpus bound it, as the square root, so 30% moves it by 15%.
-
-The probe is a guess: on a Xeon with AMX its bfloat16 rate at 64 rows came out from one run to the next anywhere
-between 1 and 1.8 times the lowest, and training at 64 rows ran at 0.66-0.9 of its estimate. Where the passes
-bound the width, that error counts twice as much, and the passes are what the runs' results depend on (about
-`MIN_PASSES` read, not planned, is best). So a run of at least `MEASURE_FROM_SECONDS` counts its passes at the
-speed of the training step itself (`fit_width(..., measure=True)`, `measure_training_speed`): the run's own
-step at the probe's width, compiled and timed for a few steps (about 3 seconds before the run's clock starts).
-Training's rate per multiply-add changes little with the width (LSTM, batch 64, bfloat16, on that Xeon: 188 G
-a second at 2×384, 212 G at 2×480 and 215 G at 2×544), so one measurement, at the probe's width, is enough.
-`CHARS_PER_PARAMETER` stays reckoned at the probe's speed: it was chosen so, from runs whose width the probe
-fitted.
+times the speed, so an estimate 30% off moves it by 7%, about one multiple of 32.
 
 A corpus the fitted width reads fewer than `LONG_CORPUS_PASSES` times is also read in more streams (`fit_batch`):
 `LONG_CORPUS_BATCH` rows a step instead of 32, which costs far less than twice as much, and the width is then
@@ -50,11 +38,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from . import optim, steps
 from .config import PRECISIONS, ModelConfig, TrainConfig
-from .text import token_dtype
 from .validation import auto_eval_every
 
 if TYPE_CHECKING:
@@ -83,8 +68,7 @@ LONG_CORPUS_BATCH = 64
 # and 2.3 (512), where runs at 32 rows read 3.6 of 4 (a Xeon with AMX: training at 0.7 of the probe's estimate).
 # On a 2-core EPYC (AVX-512 BF16) it overstates it far less: 2×256 with bfloat16 products trained at 108-113 G
 # multiply-adds a second, where the probe said 112-123 (0.9-0.95): probes planned 3.1-3.4 passes, runs read 4.0-4.4.
-# Training at 64 rows is taken to run this fraction of the probe's estimate, between the two machines': the guess
-# a run of at least MEASURE_FROM_SECONDS then checks against its own training step (`fit_width`).
+# Training at 64 rows is taken to run this fraction of the probe's estimate, between the two machines'.
 LONG_CORPUS_PROBE_RATIO = 0.8
 WIDTH_MULTIPLE = 32
 MIN_WIDTH, MAX_WIDTH = 64, 2048
@@ -111,11 +95,6 @@ PROBE_WIDTH, PROBE_STEPS, PROBE_WARMUP, PROBE_RUNS = 256, 256, 4, 10  # 30 ms a 
 # 2-core EPYC (AVX-512 BF16), on a quiet machine, bfloat16's probe ran at 0.79 to 1.58 times float32's rate from
 # one pair of probes to the next, and runs a few minutes apart chose float32 (192 units) and bfloat16 (256).
 PROBE_ROUNDS = 3
-# The training step timed for `measure_training_speed`: TRAINING_WARMUP steps run first (the first ones are up
-# to 1.5 times slower: first touches of buffers, thread pools waking), then the median of TRAINING_STEPS_TIMED.
-TRAINING_WARMUP, TRAINING_STEPS_TIMED = 2, 5
-# A shorter run is fitted by the probe alone: a few seconds of measuring would be too large a share of it.
-MEASURE_FROM_SECONDS = 120.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +107,6 @@ class FittedWidth:
     speed: float
     chars_per_parameter: float
     passes: Optional[float] = None  # over the training split, when its length was given
-    measured: bool = False  # `speed` is the training step's own (`measure_training_speed`), not the probe's
 
 
 def _matrix_shapes(config: ModelConfig) -> list[tuple[int, int]]:
@@ -172,32 +150,29 @@ def chars_read(seconds: float, config: ModelConfig, speed: float, share: float =
 
 
 def width_for_time(seconds: float, config: ModelConfig, speed: float, share: float = 1.0,
-                   train_chars: Optional[int] = None, passes_speed: Optional[float] = None) -> FittedWidth:
+                   train_chars: Optional[int] = None) -> FittedWidth:
     """The width for a run of `config`'s shape (its `hidden_size` is replaced) that trains for `seconds` at
     `speed` multiply-adds a second, `share` of the time: the multiple of `WIDTH_MULTIPLE` nearest to
     where the characters read per parameter fall to `CHARS_PER_PARAMETER`, within [MIN_WIDTH, MAX_WIDTH].
     Given the training split's length `train_chars`, no wider than where the run still makes `MIN_PASSES`
-    passes over it, read at `passes_speed` (default: `speed`). The characters per parameter and the passes
-    returned are those read at `passes_speed`."""
-    passes_speed = passes_speed or speed
+    passes over it."""
 
-    def read(width: float, at: float) -> tuple[float, int]:
+    def read(width: float) -> tuple[float, int]:
         c = dataclasses.replace(config, hidden_size=max(1, int(round(width))))
-        return chars_read(seconds, c, at, share), parameter_count(c)
+        return chars_read(seconds, c, speed, share), parameter_count(c)
 
-    def widest(enough: Callable[[float, int], bool], at: float) -> float:
+    def widest(enough: Callable[[float, int], bool]) -> float:
         low, high = 1.0, float(MAX_WIDTH)  # what is read falls as the width grows: bisect for the widest enough
         for _ in range(40):
             mid = (low + high) / 2
-            low, high = (mid, high) if enough(*read(mid, at)) else (low, mid)
+            low, high = (mid, high) if enough(*read(mid)) else (low, mid)
         return low
 
-    by_parameters = widest(lambda chars, parameters: chars >= CHARS_PER_PARAMETER * parameters, speed)
-    by_passes = (math.inf if train_chars is None else
-                 widest(lambda chars, _: chars >= MIN_PASSES * train_chars, passes_speed))
+    by_parameters = widest(lambda chars, parameters: chars >= CHARS_PER_PARAMETER * parameters)
+    by_passes = math.inf if train_chars is None else widest(lambda chars, _: chars >= MIN_PASSES * train_chars)
     width = int(min(MAX_WIDTH, max(MIN_WIDTH, WIDTH_MULTIPLE * round(min(by_parameters, by_passes) / WIDTH_MULTIPLE))))
-    chars, parameters = read(width, passes_speed)
-    return FittedWidth(width, seconds, passes_speed, chars / parameters, chars / train_chars if train_chars else None)
+    chars, parameters = read(width)
+    return FittedWidth(width, seconds, speed, chars / parameters, chars / train_chars if train_chars else None)
 
 
 def measure_speed(batch_size: int, placement: Optional["distributed.Placement"] = None,
@@ -291,46 +266,14 @@ def _speeds_for(config: TrainConfig, placement: Optional["distributed.Placement"
     return measure_speeds(config.batch_size, placement, tuple(dict.fromkeys(("float32", config.precision))))
 
 
-def measure_training_speed(model_config: ModelConfig, config: TrainConfig,
-                           placement: Optional["distributed.Placement"] = None) -> float:
-    """The multiply-adds per second that training `model_config` with `config` sustains on `placement`'s devices
-    (default: the first device): the run's own jitted step (`charrnn.steps.make_window_step`: its cell, width,
-    batch, window, precision and dropout), compiled, run `TRAINING_WARMUP` times, then timed (the median of
-    `TRAINING_STEPS_TIMED` steps), each step's work counted as `TRAINING_COST` × `multiply_adds_per_char` ×
-    batch × window. About 3-4 s at 2×384-544, batch 64, on a 2-core Xeon, half of it the compile."""
-    B, T = config.batch_size, config.seq_length
-    optimizer = optim.make_optimizer(config, None)
-    state = steps.init_state(model_config, config, optimizer)
-    window = np.zeros((B, T + 1), token_dtype(model_config.vocab_size))  # the speed does not depend on the text
-    if placement is None:
-        step = steps.make_window_step(model_config, config, optimizer, reset_every=1)
-        window = jnp.asarray(window)
-    else:
-        step = steps.make_window_step(model_config, config, optimizer, reset_every=1, placement=placement)
-        state = placement.put(state, steps.state_shardings(placement))
-        window = placement.put(window, placement.batch)
-    for _ in range(TRAINING_WARMUP):
-        state, _ = step(state, window)
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(TRAINING_STEPS_TIMED):
-        t0 = time.perf_counter()
-        state, _ = step(state, window)
-        jax.block_until_ready(state)
-        times.append(time.perf_counter() - t0)
-    return TRAINING_COST * multiply_adds_per_char(model_config) * B * T / float(np.median(times))
-
-
 def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
               placement: Optional["distributed.Placement"] = None,
               train_chars: Optional[int] = None,
-              speeds: Optional[dict[str, float]] = None,
-              measure: bool = False) -> tuple[ModelConfig, Optional[FittedWidth]]:
+              speeds: Optional[dict[str, float]] = None) -> tuple[ModelConfig, Optional[FittedWidth]]:
     """`model_config` with the width for `config`'s run: fitted to its time (`width_for_time`, at the speed
     `measure_speed` finds on `placement` in `config.precision`, or that `speeds` gives, times `LAYER_NORM_SPEED`
     for a layer-normalised cell, over a training split of `train_chars`) when the run is fitted to its time
-    (`_fits_to_time`); else `DEFAULT_WIDTH`. With `measure`, a run of at least `MEASURE_FROM_SECONDS` is then
-    fitted again at the speed of its own training step at that width (`measure_training_speed`).
+    (`_fits_to_time`); else `DEFAULT_WIDTH`.
     Returns the config and how the width was fitted (None: the default)."""
     if not _fits_to_time(config, placement):
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
@@ -338,9 +281,4 @@ def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
     speed = speeds[config.precision] * (LAYER_NORM_SPEED if model_config.layer_norm else 1.0)
     share = training_share(config, val_chars, speeds[config.precision] / speeds["float32"])
     fitted = width_for_time(config.max_time, model_config, speed, share, train_chars)
-    if measure and train_chars and config.max_time >= MEASURE_FROM_SECONDS:
-        trained = measure_training_speed(dataclasses.replace(model_config, hidden_size=fitted.width), config,
-                                         placement)
-        fitted = dataclasses.replace(width_for_time(config.max_time, model_config, speed, share, train_chars,
-                                                    passes_speed=trained), measured=True)
     return dataclasses.replace(model_config, hidden_size=fitted.width), fitted

@@ -2,7 +2,6 @@
 rule's fixed point and its fourth-root scaling, and which runs get a fitted width at all."""
 
 import dataclasses
-import time
 
 import jax
 import pytest
@@ -97,79 +96,6 @@ def test_the_width_stays_within_bounds():
 def test_the_speed_probe_measures_something():
     speed = sizing.measure_speed(batch_size=8)
     assert 1e6 < speed < 1e16  # multiply-adds a second: at least a slow core's, at most a large accelerator's
-
-
-def test_the_training_speed_is_the_work_of_the_runs_own_step_over_its_median_time(monkeypatch):
-    # The real step replaced by one that takes a known time: 30 ms, or 90 ms for one timed step in five (a
-    # disturbance the median leaves out); the warm-up steps are slower still and not counted.
-    made, calls = [], []
-
-    def make_window_step(model_config, config, optimizer, reset_every, placement=None, fast=True):
-        made.append((model_config.hidden_size, config.batch_size, config.precision))
-
-        def step(state, window):
-            calls.append(window.shape)
-            n = len(calls)
-            time.sleep(0.2 if n <= sizing.TRAINING_WARMUP else 0.09 if n == sizing.TRAINING_WARMUP + 2 else 0.03)
-            return state, {}
-
-        return step
-
-    monkeypatch.setattr(sizing.steps, "make_window_step", make_window_step)
-    config = ModelConfig(vocab_size=65, hidden_size=48)
-    train = TrainConfig(batch_size=8, seq_length=20, precision="bfloat16")
-    speed = sizing.measure_training_speed(config, train)
-    assert made == [(48, 8, "bfloat16")]
-    assert calls == [(8, 21)] * (sizing.TRAINING_WARMUP + sizing.TRAINING_STEPS_TIMED)
-    # 3 × (forward multiply-adds a character, counted by hand) × 8 × 20 characters in 30 ms.
-    by_hand = 3 * (64 * 192 + 48 * 192 + 48 * 192 + 48 * 192 + 48 * 65) * 8 * 20 / 0.03
-    assert speed == pytest.approx(by_hand, rel=0.15)  # sleep overshoots a little on a busy machine
-
-
-def test_the_real_training_step_measures_something():
-    config = ModelConfig(vocab_size=11, hidden_size=16, num_layers=1, embedding_size=4)
-    speed = sizing.measure_training_speed(config, TrainConfig(batch_size=4, seq_length=8))
-    assert 1e4 < speed < 1e16
-
-
-def fake_training_speed(monkeypatch, speed):
-    """measure_training_speed answering `speed`, the widths it was asked about recorded."""
-    widths = []
-
-    def measure(model_config, config, placement=None):
-        widths.append(model_config.hidden_size)
-        return speed
-
-    monkeypatch.setattr(sizing, "measure_training_speed", measure)
-    return widths
-
-
-def test_the_passes_are_counted_at_the_training_steps_own_speed(monkeypatch):
-    probe = 1e11
-    fake_speeds(monkeypatch, probe, probe)
-    measured = fake_training_speed(monkeypatch, probe / 2)  # training runs at half the probe's estimate
-    config, timed = ModelConfig(vocab_size=65), TrainConfig(max_time=600.0, max_epochs=None)
-    free = sizing.fit_width(config, timed, 10_000, train_chars=1)[1]
-    long = int(2 * free.passes / sizing.MIN_PASSES)  # the width for K would read it MIN_PASSES / 2 times
-    guessed = sizing.fit_width(config, timed, 10_000, train_chars=long)[1]
-    assert measured == [] and not guessed.measured
-    _, fitted = sizing.fit_width(config, timed, 10_000, train_chars=long, measure=True)
-    assert measured == [guessed.width]  # measured once, at the probe's width
-    assert fitted.measured and fitted.speed == probe / 2
-    # At half the speed the same passes take a width narrower by about √2; the passes returned are those read
-    # at the measured speed, about MIN_PASSES.
-    assert fitted.width == pytest.approx(guessed.width / 2 ** 0.5, abs=sizing.WIDTH_MULTIPLE)
-    assert fitted.passes == pytest.approx(sizing.MIN_PASSES, rel=0.25) and guessed.passes == pytest.approx(
-        sizing.MIN_PASSES, rel=0.25)
-    # The characters per parameter stay reckoned at the probe's speed: a corpus read often enough keeps the
-    # probe's width, however slow the step measures.
-    short = int(free.passes / 100)
-    assert sizing.fit_width(config, timed, 10_000, train_chars=short, measure=True)[1].width == free.width
-    # A short run is not measured: the seconds it would cost are too large a share of it.
-    measured.clear()
-    brief = dataclasses.replace(timed, max_time=sizing.MEASURE_FROM_SECONDS - 1)
-    assert not sizing.fit_width(config, brief, 10_000, train_chars=long, measure=True)[1].measured
-    assert measured == []
 
 
 def test_only_a_run_that_time_alone_limits_gets_a_fitted_width():
