@@ -54,7 +54,9 @@ CHARS_PER_PARAMETER = 4.5
 # and with bfloat16 products 2×384 (3.9 passes) beat 2×544 (1.8) by 0.05 nats; on War and Peace (2.9 M) 2×384 (2.9
 # passes) beat 2×256 (5.9). About 3 passes is best, on either side of it the loss is worse: in batches of 64 with
 # bfloat16 products (a 2-core EPYC), 2×256 (4.0-4.4 passes; 1.4028 to 1.4180), 2×320 (2.9; 1.3878) and 2×384
-# (2.2; 1.4096); on a Xeon with AMX, 2×480 (2.8 passes; 1.3560) and 2×448 (3.2; 1.3635) beat 2×512 (2.3; 1.3898).
+# (2.2; 1.4096); on a Xeon with AMX, 2×480 (2.8 passes; 1.3560) and 2×448 (3.2; 1.3635) beat 2×512 (2.3; 1.3898),
+# but on another day 2×544 (1.8-2.1 passes; 1.3584, 1.3606) beat 2×416 (2.8-2.9; 1.3722, 1.3755), so the passes
+# are counted at the probe's speed, as chosen, not at the training step's measured one (benchmarks/README.md).
 MIN_PASSES = 3.0
 # A corpus read fewer than LONG_CORPUS_PASSES times (where a run has no dropout yet, `optim.DROPOUT_FROM_EPOCHS`:
 # it lacks characters, not regularisation) is read in LONG_CORPUS_BATCH streams (`fit_batch`): a step of 64 rows
