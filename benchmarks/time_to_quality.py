@@ -59,6 +59,7 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path
                  for k in ("cell", "hidden_size", "num_layers", "dropout", "weight_drop", "layer_norm")}
         return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
+                "learning_rate": run["train"]["learning_rate"],
                 "precision": run["train"].get("precision", "float32"),
                 "batch_size": run["train"]["batch_size"], "segment_length": run["train"].get("segment_length", 0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,
