@@ -114,8 +114,8 @@ class TrainConfig(DictRoundTrip):
     # the batches of any stretch of training come from all over the text (`charrnn.data.ShuffledWindows`).
     segment_length: int = 0
     update_every: Optional[int] = None  # rtrl: characters per weight update (default: seq_length)
-    # The operands of the training step's matrix products: float32, or bfloat16 with float32 sums (mixed
-    # precision; parameters, gates, carries, gradients and validation stay float32). `charrnn.runs.prepare`
+    # The operands of the training step's and its validation's matrix products: float32, or bfloat16 with float32
+    # sums (mixed precision; parameters, gates, carries, gradients and losses stay float32). `charrnn.runs.prepare`
     # picks bfloat16 for a run that only time stops, where this machine multiplies it faster.
     precision: str = "float32"
 

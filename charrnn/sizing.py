@@ -135,12 +135,11 @@ def multiply_adds_per_char(config: ModelConfig) -> int:
     return sum(rows * cols for rows, cols in _matrix_shapes(config)[1:])
 
 
-def training_share(config: TrainConfig, val_chars: int, speedup: float = 1.0) -> float:
+def training_share(config: TrainConfig, val_chars: int) -> float:
     """The fraction of a run's time spent training rather than validating: every `config.eval_every` steps (with
-    auto, `validation.auto_eval_every`'s) the whole validation text is read once, forward only (a third of a
-    training character's work), in float32; training runs `speedup` times faster than that (its bfloat16
-    products)."""
-    step = config.batch_size * config.window * TRAINING_COST / speedup
+    auto, `validation.auto_eval_every`'s) the whole validation text is read once, forward only, in the training
+    step's precision (`charrnn.validation`): a third of a training character's work."""
+    step = config.batch_size * config.window * TRAINING_COST
     every = config.eval_every or auto_eval_every(val_chars, step)
     return every * step / (every * step + val_chars)
 
@@ -263,9 +262,8 @@ def fit_batch(model_config: ModelConfig, config: TrainConfig, val_chars: int,
 
 
 def _speeds_for(config: TrainConfig, placement: Optional["distributed.Placement"]) -> dict[str, float]:
-    """`measure_speed` at `config`'s batch in the precisions its width is fitted with: its own, and float32
-    (the validation's)."""
-    return measure_speeds(config.batch_size, placement, tuple(dict.fromkeys(("float32", config.precision))))
+    """`measure_speed` at `config`'s batch in its precision, by name (the one its width is fitted with)."""
+    return measure_speeds(config.batch_size, placement, (config.precision,))
 
 
 def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
@@ -281,6 +279,6 @@ def fit_width(model_config: ModelConfig, config: TrainConfig, val_chars: int,
         return dataclasses.replace(model_config, hidden_size=DEFAULT_WIDTH), None
     speeds = speeds or _speeds_for(config, placement)
     speed = speeds[config.precision] * (LAYER_NORM_SPEED if model_config.layer_norm else 1.0)
-    share = training_share(config, val_chars, speeds[config.precision] / speeds["float32"])
+    share = training_share(config, val_chars)
     fitted = width_for_time(config.max_time, model_config, speed, share, train_chars)
     return dataclasses.replace(model_config, hidden_size=fitted.width), fitted

@@ -177,7 +177,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.window_shape = jax.ShapeDtypeStruct((B, T + 1), dtype, sharding=p.batch)
         self._compile_step()
-        self.validator = (Validator(self.val_ids, self.model_config, B, T, p, self.state.params)
+        self.validator = (Validator(self.val_ids, self.model_config, B, T, p, self.state.params, self.config.precision)
                           if len(self.val_ids) >= data.MIN_SPLIT else None)
         return time.perf_counter() - t0
 

@@ -263,6 +263,40 @@ def test_validation_in_chunks_is_validation_of_the_whole_split(chunk_chars, row_
     assert total / count == pytest.approx(whole, rel=1e-6)
 
 
+def test_validation_in_bfloat16_multiplies_bfloat16_operands_within_their_rounding():
+    """`Validator(..., precision="bfloat16")`, as a run trained on bfloat16 products validates: the compiled program
+    multiplies bfloat16 operands (the float32 one none), and its loss is within bfloat16's rounding of the exact
+    one (`make_evaluate`, the whole split at once), and not equal to it."""
+    ids = np.random.default_rng(7).integers(0, 6, 403)
+    config = ModelConfig(vocab_size=6, cell="lstm", hidden_size=32, num_layers=2, embedding_size=4)
+    params = model.init(jax.random.key(2), config)
+    B, T = 3, 8
+    exact = float(validation.make_evaluate(config, T)(params, *(jnp.asarray(a) for a in data.eval_streams(ids, B, T))))
+    validators = {precision: validation.Validator(ids, config, B, T, distributed.placement(), params, precision)
+                  for precision in ("float32", "bfloat16")}
+    assert "bf16" in validators["bfloat16"].run.as_text() and "bf16" not in validators["float32"].run.as_text()
+    assert validators["float32"](params) == pytest.approx(exact, rel=1e-6)
+    mixed = validators["bfloat16"](params)
+    assert mixed != exact and mixed == pytest.approx(exact, rel=1e-2)
+
+
+def test_a_run_validates_in_its_training_precision(tmp_path, monkeypatch):
+    asked = []
+
+    def recording(*args):
+        asked.append(args[-1])
+        return validation.Validator(*args)
+
+    monkeypatch.setattr(train, "Validator", recording)
+    corpus = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000)))
+    model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="lstm", hidden_size=8, num_layers=1,
+                               embedding_size=4)
+    for precision in ("bfloat16", "float32"):
+        config = TrainConfig(batch_size=4, seq_length=16, max_steps=2, max_epochs=None, precision=precision)
+        train.train(corpus, model_config, config, tmp_path / precision)
+    assert asked == ["bfloat16", "float32"]
+
+
 
 # --- how many devices a run uses when not told -------------------------------------------------------------------
 
