@@ -9,7 +9,9 @@ For each corpus (names in /work/shared/corpora, or paths), budget and round: `ch
 BUDGET --val-fraction 0.1 --test-fraction 0 --json` (the defaults otherwise; its best validation loss is over
 the whole validation text, the state carried), then `/work/shared/bench/gpt_reference.py CORPUS --seconds
 BUDGET --val-frac 0.1` (its loss over the whole of the same text: the last 10% of the corpus), alternating.
-Each result is appended, as it comes, to `--out` (JSON lines); a table of the medians goes to stdout.
+A run on bfloat16 products validates on them; its best checkpoint is validated again afterwards with float32
+products (`val_nats_float32`, outside the budget, as the transformer's evaluation is). Each result is appended,
+as it comes, to `--out` (JSON lines); a table of the medians goes to stdout.
 Losses are in nats per character; margin = transformer − charrnn (above 0: charrnn is better).
 """
 
@@ -41,6 +43,31 @@ def corpus_path(name: str) -> Path:
     return path if path.is_file() else SHARED / "corpora" / (name if name.endswith(".txt") else name + ".txt")
 
 
+# The best checkpoint's loss over the same validation text with float32 products, after the run (outside its
+# budget, as the transformer's evaluation is): a run on bfloat16 products validates on them.
+FLOAT32_LOSS = r'''
+import json, sys
+import numpy as np
+from charrnn import checkpoint, data, distributed
+from charrnn.validation import Validator
+ckpt = checkpoint.load(sys.argv[1])
+corpus = data.load_corpus(sys.argv[2])
+assert corpus.vocab.symbols == ckpt.vocab.symbols
+params = checkpoint.load_params(ckpt)
+validator = Validator(np.asarray(corpus.ids[slice(*ckpt.splits.val)]), ckpt.model, ckpt.train.batch_size,
+                      ckpt.train.seq_length, distributed.placement(), params, "float32")
+print(json.dumps(validator(params)))
+'''
+
+
+def float32_loss(best: Path, corpus: Path) -> float:
+    done = subprocess.run([sys.executable, "-c", FLOAT32_LOSS, str(best), str(corpus)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"re-validating {best} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path] = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         out = str(keep) if keep is not None else scratch
@@ -57,10 +84,14 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path
         # What the run actually was (defaults change between commits): its model, and the dropout it ended with.
         model = {k: run["model"].get(k)
                  for k in ("cell", "hidden_size", "num_layers", "dropout", "weight_drop", "layer_norm")}
-        return {"val_nats": result["best_val_nats"], "steps": result["step"], "wall_s": time.perf_counter() - t,
+        wall_s = time.perf_counter() - t
+        precision = run["train"].get("precision", "float32")
+        recheck = float32_loss(Path(out) / "best.safetensors", corpus) if precision != "float32" else None
+        return {"val_nats": result["best_val_nats"], "val_nats_float32": recheck, "steps": result["step"],
+                "wall_s": wall_s,
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
                 "learning_rate": run["train"]["learning_rate"],
-                "precision": run["train"].get("precision", "float32"),
+                "precision": precision,
                 "batch_size": run["train"]["batch_size"], "segment_length": run["train"].get("segment_length", 0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,
                 "epochs": logs[-1]["epoch"] if logs else None,
