@@ -82,13 +82,15 @@ class TrainConfig(DictRoundTrip):
     """How to train: truncated BPTT over `batch_size` streams, `seq_length` characters per window."""
 
     # A file from before weight decay trained (and saved Adam's state) without it; one from before segments read
-    # contiguous streams.
-    ABSENT_MEANS = {"weight_decay": 0.0, "segment_length": 0}
+    # contiguous streams; one from before --adam-beta2 used optax's Adam default.
+    ABSENT_MEANS = {"weight_decay": 0.0, "segment_length": 0, "adam_beta2": 0.999}
 
     batch_size: int = 32  # B contiguous streams; small batches take more steps per epoch, which wins on a CPU
     seq_length: int = 100  # T characters per window; long enough for a line of text
     learning_rate: float = 3e-3  # peak rate; Adam at 2e-3..3e-3 is the char-rnn sweet spot
     optimizer: str = "adam"  # adam or rmsprop
+    # Adam's decay of its running mean of squared gradients: 0.999 remembers about 1,000 steps, 0.99 about 100.
+    adam_beta2: float = 0.999
     warmup_steps: int = 100  # linear warm-up from 0 avoids a bad first step from Adam's tiny early denominators
     decay: str = "cosine"  # cosine (to min_lr_ratio over the run) or constant
     min_lr_ratio: float = 0.1  # cosine ends at learning_rate * min_lr_ratio
@@ -142,6 +144,8 @@ class TrainConfig(DictRoundTrip):
             raise ConfigError(f"unknown decay {self.decay!r}: choose cosine or constant")
         if not 0 < self.learning_rate < math.inf:
             raise ConfigError(f"learning-rate must be a positive number, got {self.learning_rate}")
+        if not 0.0 < self.adam_beta2 < 1.0:
+            raise ConfigError(f"adam-beta2 must be in (0, 1), got {self.adam_beta2}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup-steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

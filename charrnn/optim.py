@@ -29,17 +29,18 @@ def learning_rate_schedule(config: TrainConfig, total_steps: Optional[int]) -> o
 
 
 def make_optimizer(config: TrainConfig, total_steps: Optional[int]) -> optax.GradientTransformation:
-    """Global-norm clipping followed by Adam (or RMSprop) on the learning-rate schedule; with `weight_decay`,
+    """Global-norm clipping followed by Adam (its second moment decaying by `adam_beta2`) or RMSprop, on the
+    learning-rate schedule; with `weight_decay`,
     decoupled weight decay of the matrices (``θ -= lr · weight_decay · θ`` after the scaled gradient, as AdamW;
     biases are left alone)."""
     schedule = learning_rate_schedule(config, total_steps)
     if config.weight_decay == 0.0:  # the plain optax optimizers: their state is what older checkpoints hold
         if config.optimizer == "adam":
-            inner = optax.adam(schedule)
+            inner = optax.adam(schedule, b2=config.adam_beta2)
         else:  # rmsprop, with char-rnn's decay
             inner = optax.rmsprop(schedule, decay=0.95, eps=1e-8)
         return optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
-    scale = optax.scale_by_adam() if config.optimizer == "adam" else optax.scale_by_rms(decay=0.95, eps=1e-8)
+    scale = optax.scale_by_adam(b2=config.adam_beta2) if config.optimizer == "adam" else optax.scale_by_rms(decay=0.95, eps=1e-8)
     matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), scale,
                        optax.add_decayed_weights(config.weight_decay, mask=matrices),

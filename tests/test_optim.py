@@ -74,3 +74,34 @@ def test_a_configuration_saved_before_weight_decay_existed_trains_without_it():
     assert TrainConfig.from_dict({"batch_size": 4}).weight_decay == 0.0
     assert TrainConfig.from_dict({"batch_size": 4, "weight_decay": 0.3}).weight_decay == 0.3
     assert TrainConfig().weight_decay > 0.0  # while a new run decays by default
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("beta2", [0.5, 0.99, 0.999])
+def test_adams_second_moment_decays_by_adam_beta2(beta2, weight_decay):
+    """Two steps on a bias (never decayed) against Adam worked by hand: m and v with bias correction, v decaying
+    by `adam_beta2`; with and without weight decay (the two ways the optimizer is built)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    lr, beta1, eps = 0.01, 0.9, 1e-8
+    config = TrainConfig(learning_rate=lr, warmup_steps=0, decay="constant", grad_clip=1e9, adam_beta2=beta2,
+                         weight_decay=weight_decay)
+    optimizer = optim.make_optimizer(config, None)
+    params = {"b": jnp.zeros(2, jnp.float32)}
+    state = optimizer.init(params)
+    m = v = np.zeros(2)
+    for t, g in enumerate((np.array([1.0, -2.0]), np.array([3.0, 0.5])), start=1):
+        updates, state = optimizer.update({"b": jnp.asarray(g, jnp.float32)}, state, params)
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g**2
+        want = -lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+        np.testing.assert_allclose(updates["b"], want, rtol=1e-4)  # float32: 1 - 0.999² loses digits
+
+
+def test_adam_beta2_is_checked_and_a_file_from_before_it_keeps_the_old_default():
+    from charrnn.config import ConfigError
+
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match="adam-beta2"):
+            TrainConfig(adam_beta2=bad)
+    assert TrainConfig.from_dict({"batch_size": 4}).adam_beta2 == 0.999
