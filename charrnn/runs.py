@@ -116,6 +116,7 @@ def prepare(
     corpus = data.load_corpus(corpus_path, encoding, keep_newlines, byte_level, on_build=on_encode)
     no_width = ckpt is None and options.get("hidden_size") is None  # `charrnn.sizing` picks it
     no_batch = ckpt is None and options.get("batch_size") is None  # and this
+    no_beta2 = ckpt is None and options.get("adam_beta2") is None  # and this
     if ckpt is None:
         model_config, config = new_configs(len(corpus.vocab), options)
     else:
@@ -123,7 +124,7 @@ def prepare(
         model_config, config = ckpt.model, resumed_config(ckpt, options, given)
     placement = fit_devices(len(corpus.ids), model_config, config, placement or distributed.placement())
     model_config, config, fitted = fit_to_machine(len(corpus.ids), model_config, config, placement,
-                                                  ckpt is None and fit_precision, no_width, no_batch)
+                                                  ckpt is None and fit_precision, no_width, no_batch, no_beta2)
     out = Path(out) if out is not None else None
     # Resuming writes into the run it resumes; any other directory with checkpoints still needs --force.
     continuing = ckpt is not None and out.resolve() == checkpoint_dir.resolve()
@@ -131,11 +132,11 @@ def prepare(
 
 
 def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainConfig,
-                   placement: distributed.Placement, precision: bool, width: bool, batch: bool = False
-                   ) -> tuple[ModelConfig, TrainConfig, Optional[sizing.FittedWidth]]:
-    """The configs with the `precision` (`sizing.fit_precision`), the `batch` (`sizing.fit_batch`) and the
-    `width` (`sizing.fit_width`) fitted to this machine, each only if asked; and how the width was fitted (None:
-    it was not).
+                   placement: distributed.Placement, precision: bool, width: bool, batch: bool = False,
+                   adam_beta2: bool = False) -> tuple[ModelConfig, TrainConfig, Optional[sizing.FittedWidth]]:
+    """The configs with the `precision` (`sizing.fit_precision`), the `batch` (`sizing.fit_batch`), Adam's
+    `adam_beta2` for that batch (`sizing.fit_adam_beta2`) and the `width` (`sizing.fit_width`) fitted to this
+    machine, each only if asked; and how the width was fitted (None: it was not).
 
     Raises:
       ConfigError: bfloat16 products asked of a layer-normalised cell (which trains in float32).
@@ -150,6 +151,8 @@ def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainCo
     val_chars, train_chars = splits.val[1] - splits.val[0], splits.train[1] - splits.train[0]
     if batch:
         config, speeds = sizing.fit_batch(model_config, config, val_chars, placement, train_chars, speeds)
+    if adam_beta2:
+        config = sizing.fit_adam_beta2(config)
     if width:
         model_config, fitted = sizing.fit_width(model_config, config, val_chars, placement, train_chars, speeds)
     return model_config, config, fitted
@@ -159,8 +162,8 @@ def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, 
     """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
     or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change); a missing or None
     learning_rate is `optim.default_learning_rate`'s for the run and segment_length `data.default_segment_length`'s
-    (each saved as a number, so a resumed run keeps it); a missing or None batch_size is `TrainConfig`'s (which
-    `sizing.fit_batch` may then change)."""
+    (each saved as a number, so a resumed run keeps it); a missing or None batch_size or adam_beta2 is
+    `TrainConfig`'s (which `sizing.fit_batch` and `sizing.fit_adam_beta2` may then change)."""
     options = dict(options)
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:
@@ -168,6 +171,8 @@ def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, 
     if options.get("batch_size") is None:
         options.pop("batch_size", None)  # `TrainConfig`'s (which `sizing.fit_batch` may then change)
     rate, segments = options.pop("learning_rate", None), options.pop("segment_length", None)
+    if options.get("adam_beta2") is None:
+        options.pop("adam_beta2", None)  # `TrainConfig`'s (which `sizing.fit_adam_beta2` may then change)
     config = TrainConfig(**options)
     config = dataclasses.replace(
         config, learning_rate=rate if rate is not None else optim.default_learning_rate(config),

@@ -65,6 +65,12 @@ MIN_PASSES = 3.0
 # 1.1238 (576) against 1.1325 (512); but tinyshakespeare, read 10 times, 1.4207 (608) against 1.4115 (512).
 LONG_CORPUS_PASSES = 6.0
 LONG_CORPUS_BATCH = 64
+# Such a run (time alone stops it, at LONG_CORPUS_BATCH rows or more) makes under 2,000 steps, and Adam's default
+# memory of squared gradients (0.999: about 1,000 steps) holds the later ones down with the first ones, far larger.
+# 10 minutes on a Xeon with AMX, the same width and seed each way: the Linux source (512 units) 1.3675 at 0.99 and
+# 1.3649 at 0.95 against 1.3806 at 0.999; War and Peace (544) 1.1271 against 1.1459. Not on tinyshakespeare
+# (512 units, batch 32, 8.5 passes, dropout 0.2 at the end): 1.4216 at 0.99 against 1.4074 (benchmarks/README.md).
+LONG_CORPUS_ADAM_BETA2 = 0.99
 # The probe's speed-up from 32 rows to 64 overstates training's (whose gates, states and per-step work grow with
 # the rows as they are): runs at 64 rows planned to read the Linux source 4 times read it 2.8 times (480 units)
 # and 2.3 (512), where runs at 32 rows read 3.6 of 4 (a Xeon with AMX: training at 0.7 of the probe's estimate).
@@ -259,6 +265,15 @@ def fit_batch(model_config: ModelConfig, config: TrainConfig, val_chars: int,
         return config, speeds
     config = dataclasses.replace(config, batch_size=LONG_CORPUS_BATCH)
     return config, {p: LONG_CORPUS_PROBE_RATIO * speed for p, speed in _speeds_for(config, placement).items()}
+
+
+def fit_adam_beta2(config: TrainConfig) -> TrainConfig:
+    """`config` with `LONG_CORPUS_ADAM_BETA2` as Adam's second-moment decay for a run that only time stops
+    (`config.time_limited`) at `LONG_CORPUS_BATCH` rows or more (what `fit_batch` gives a corpus long for the
+    budget); else `config` as it is."""
+    if config.time_limited and config.batch_size >= LONG_CORPUS_BATCH:
+        return dataclasses.replace(config, adam_beta2=LONG_CORPUS_ADAM_BETA2)
+    return config
 
 
 def _speeds_for(config: TrainConfig, placement: Optional["distributed.Placement"]) -> dict[str, float]:

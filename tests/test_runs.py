@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from charrnn import checkpoint, data, optim, runs
+from charrnn import checkpoint, data, optim, runs, sizing
 from charrnn.config import ConfigError
 from conftest import write_corpus
 
@@ -24,6 +24,19 @@ def test_the_default_learning_rate_is_higher_for_a_run_that_only_time_stops(tmp_
         assert runs.prepare(corpus, options=options).config.learning_rate == 3e-3
     chosen = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "learning_rate": 1e-3}).config
     assert chosen.learning_rate == 1e-3  # a rate asked for is the rate used
+
+
+def test_adams_second_moment_forgets_faster_in_a_run_that_only_time_stops_on_a_long_corpus(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    monkeypatch.setattr(sizing, "measure_speed", lambda *args, **kwargs: 1e6)  # slow: the corpus is long for it
+    untuned = {k: v for k, v in TINY.items() if k not in ("batch_size", "hidden_size")}
+    long_for_it = runs.prepare(corpus, options={**untuned, "max_time": 60.0}).config
+    assert long_for_it.batch_size == sizing.LONG_CORPUS_BATCH and long_for_it.adam_beta2 == 0.99
+    for options in ({**TINY, "max_time": 60.0}, {**untuned, "max_steps": 100}, {**TINY, "adam_beta2": None}):
+        assert runs.prepare(corpus, options=options).config.adam_beta2 == 0.999  # batch 4 / not timed: Adam's
+    assert runs.prepare(corpus, options={**TINY, "max_time": 60.0, "batch_size": 64}).config.adam_beta2 == 0.99
+    chosen = runs.prepare(corpus, options={**untuned, "max_time": 60.0, "adam_beta2": 0.9}).config
+    assert chosen.adam_beta2 == 0.9  # a decay asked for is the decay used
 
 
 def test_a_run_that_only_time_stops_reads_shuffled_segments_by_default(tmp_path):

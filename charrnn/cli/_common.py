@@ -109,6 +109,13 @@ class LearningRate(OrAuto):
     name, number, what = "rate|auto", float, "a learning rate"
 
 
+class AdamBeta2(OrAuto):
+    """Adam's second-moment decay in (0, 1), or "auto" (None: 0.999, or charrnn.sizing.LONG_CORPUS_ADAM_BETA2 for a
+    run on a corpus long for its time budget)."""
+
+    name, number, what = "decay|auto", float, "a decay in (0, 1)"
+
+
 class BatchSize(OrAuto):
     """Streams per step, or "auto" (None: 32, or more for a long corpus in a time budget: charrnn.sizing.fit_batch)."""
 

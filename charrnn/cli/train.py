@@ -11,8 +11,8 @@ from rich.markup import escape
 
 from ..units import bpc
 from ._group import main
-from ._common import (EXAMPLES, BatchSize, Coordinator, DropoutRate, Duration, LearningRate, SegmentLength, Steps, Width,
-                      abort_now, err, load_config, user_errors)
+from ._common import (EXAMPLES, AdamBeta2, BatchSize, Coordinator, DropoutRate, Duration, LearningRate, SegmentLength,
+                      Steps, Width, abort_now, err, load_config, user_errors)
 
 
 @main.command(epilog=EXAMPLES)
@@ -31,7 +31,7 @@ from ._common import (EXAMPLES, BatchSize, Coordinator, DropoutRate, Duration, L
 @click.option("--batch-size", type=BatchSize(), default="auto", show_default=True, help="Streams (rows) per step (B); auto: 32, or 64 for a run that only --max-time stops on a corpus too long to read 6 times in it (docs/options.md).")
 @click.option("--learning-rate", type=LearningRate(), default="auto", show_default=True, help="Peak learning rate; auto: 0.003, or 0.007 for a run that only --max-time stops (docs/options.md).")
 @click.option("--optimizer", type=click.Choice(["adam", "rmsprop"]), default="adam", show_default=True, help="Optimizer.")
-@click.option("--adam-beta2", type=float, default=0.999, show_default=True, help="Adam's decay of its mean of squared gradients, in (0, 1): 0.999 remembers about 1,000 steps, 0.99 about 100.")
+@click.option("--adam-beta2", type=AdamBeta2(), default="auto", show_default=True, help="Adam's decay of its mean of squared gradients, in (0, 1): 0.999 remembers about 1,000 steps, 0.99 about 100; auto: 0.999, or 0.99 for a run that only --max-time stops on a corpus long for it (docs/options.md).")
 @click.option("--warmup-steps", type=int, default=100, show_default=True, help="Linear learning-rate warm-up, in steps.")
 @click.option("--decay", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate decay after warm-up (cosine to --min-lr-ratio of the peak at the last step).")
 @click.option("--min-lr-ratio", type=float, default=0.1, show_default=True, help="Where the cosine decay ends, as a fraction of the peak learning rate, in [0, 1].")
