@@ -6,7 +6,7 @@
     nats = validator(params)
 
 Training validates in its own product precision (`TrainConfig.precision`): a run that trains on bfloat16 products
-validates on them too, 2.3-2.4 times as fast as in float32 on a 2-core Xeon with AMX, for a loss within 0.0001
+validates on them too, 2.3-2.4 times as fast as in float32 on a 2-core Xeon with AMX, for a loss within 0.0002
 nats of float32's (benchmarks/README.md). Everything else here, and `charrnn evaluate`, stays float32.
 
 The split is laid out as `charrnn.data.EvalWindows` (B contiguous streams, each from the zero state) and run a
