@@ -48,11 +48,10 @@ def corpus_path(name: str) -> Path:
 FLOAT32_LOSS = r'''
 import json, sys
 import numpy as np
-from charrnn import checkpoint, data, distributed
+from charrnn import checkpoint, data, distributed, runs
 from charrnn.validation import Validator
 ckpt = checkpoint.load(sys.argv[1])
-corpus = data.load_corpus(sys.argv[2])
-assert corpus.vocab.symbols == ckpt.vocab.symbols
+corpus = runs.corpus_for_checkpoint(ckpt, data.load_corpus(sys.argv[2]))
 params = checkpoint.load_params(ckpt)
 validator = Validator(np.asarray(corpus.ids[slice(*ckpt.splits.val)]), ckpt.model, ckpt.train.batch_size,
                       ckpt.train.seq_length, distributed.placement(), params, "float32")

@@ -40,7 +40,10 @@ def make_optimizer(config: TrainConfig, total_steps: Optional[int]) -> optax.Gra
         else:  # rmsprop, with char-rnn's decay
             inner = optax.rmsprop(schedule, decay=0.95, eps=1e-8)
         return optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
-    scale = optax.scale_by_adam(b2=config.adam_beta2) if config.optimizer == "adam" else optax.scale_by_rms(decay=0.95, eps=1e-8)
+    if config.optimizer == "adam":
+        scale = optax.scale_by_adam(b2=config.adam_beta2)
+    else:
+        scale = optax.scale_by_rms(decay=0.95, eps=1e-8)
     matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
     return optax.chain(optax.clip_by_global_norm(config.grad_clip), scale,
                        optax.add_decayed_weights(config.weight_decay, mask=matrices),

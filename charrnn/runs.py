@@ -168,11 +168,10 @@ def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, 
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:
         model["hidden_size"] = sizing.DEFAULT_WIDTH
-    if options.get("batch_size") is None:
-        options.pop("batch_size", None)  # `TrainConfig`'s (which `sizing.fit_batch` may then change)
+    for name in ("batch_size", "adam_beta2"):
+        if options.get(name) is None:
+            options.pop(name, None)  # `TrainConfig`'s (which `sizing.fit_batch`, `sizing.fit_adam_beta2` may change)
     rate, segments = options.pop("learning_rate", None), options.pop("segment_length", None)
-    if options.get("adam_beta2") is None:
-        options.pop("adam_beta2", None)  # `TrainConfig`'s (which `sizing.fit_adam_beta2` may then change)
     config = TrainConfig(**options)
     config = dataclasses.replace(
         config, learning_rate=rate if rate is not None else optim.default_learning_rate(config),
