@@ -91,6 +91,7 @@ def charrnn_run(corpus: Path, budget: str, extra: list[str], keep: Optional[Path
                 "args": extra, "model": model, "weight_decay": run["train"].get("weight_decay", 0.0),
                 "learning_rate": run["train"]["learning_rate"],
                 "adam_beta2": run["train"].get("adam_beta2", 0.999),
+                "weight_average": run["train"].get("weight_average", 0.0),
                 "precision": precision,
                 "batch_size": run["train"]["batch_size"], "segment_length": run["train"].get("segment_length", 0),
                 "dropout_at_end": logs[-1].get("dropout") if logs else None,

@@ -82,8 +82,9 @@ class TrainConfig(DictRoundTrip):
     """How to train: truncated BPTT over `batch_size` streams, `seq_length` characters per window."""
 
     # A file from before weight decay trained (and saved Adam's state) without it; one from before segments read
-    # contiguous streams; one from before --adam-beta2 used optax's Adam default.
-    ABSENT_MEANS = {"weight_decay": 0.0, "segment_length": 0, "adam_beta2": 0.999}
+    # contiguous streams; one from before --adam-beta2 used optax's Adam default; one from before --weight-average
+    # saved the weights themselves.
+    ABSENT_MEANS = {"weight_decay": 0.0, "segment_length": 0, "adam_beta2": 0.999, "weight_average": 0.0}
 
     batch_size: int = 32  # B contiguous streams; small batches take more steps per epoch, which wins on a CPU
     seq_length: int = 100  # T characters per window; long enough for a line of text
@@ -96,6 +97,10 @@ class TrainConfig(DictRoundTrip):
     min_lr_ratio: float = 0.1  # cosine ends at learning_rate * min_lr_ratio
     grad_clip: float = 5.0  # global-norm clipping, as char-rnn (gradients of RNNs occasionally explode)
     weight_decay: float = 0.1  # decoupled (AdamW-style) decay of the weight matrices, times the learning rate
+    # The decay of an exponential moving average of the weights, updated every step: the model that is validated,
+    # sampled and saved is the average (0: none, the weights themselves). 0.99 averages about the last 100 steps;
+    # None: fitted to the run's length (`charrnn.optim.weight_average_decay`).
+    weight_average: Optional[float] = 0.0
     max_epochs: Optional[float] = 20.0  # passes over the training split; None = no limit
     max_steps: Optional[int] = None  # stop after this many steps; None = no limit
     max_time: Optional[float] = None  # stop after this many seconds of training; None = no limit
@@ -128,6 +133,11 @@ class TrainConfig(DictRoundTrip):
         return self.max_time is not None and self.max_steps is None and self.max_epochs is None
 
     @property
+    def averages_weights(self) -> bool:
+        """Whether the model is a moving average of the weights (`weight_average` not 0)."""
+        return self.weight_average != 0.0
+
+    @property
     def window(self) -> int:
         """Characters per step: `update_every` for RTRL when given, else `seq_length`."""
         return self.update_every if self.gradient == "rtrl" and self.update_every else self.seq_length
@@ -152,6 +162,8 @@ class TrainConfig(DictRoundTrip):
             raise ConfigError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0 < self.grad_clip < math.inf:
             raise ConfigError(f"grad-clip must be a positive number, got {self.grad_clip}")
+        if self.weight_average is not None and not 0.0 <= self.weight_average < 1.0:
+            raise ConfigError(f"weight-average must be in [0, 1) (0: none), got {self.weight_average}")
         if not 0.0 <= self.weight_decay < math.inf:
             raise ConfigError(f"weight-decay must be >= 0, got {self.weight_decay}")
         for name in ("max_epochs", "max_steps", "max_time"):

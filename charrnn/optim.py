@@ -64,6 +64,36 @@ def default_learning_rate(config: TrainConfig) -> float:
     return TrainConfig.__dataclass_fields__["learning_rate"].default
 
 
+# The moving average of the weights (`TrainConfig.weight_average`) fitted to a run's length spans about this
+# fraction of its last steps. A run that only the clock stops ends on a cosine decay to a tenth of its peak rate,
+# still high enough that the weights jitter about where they head, and their recent average lies closer. In one
+# run each, the same run's average against its weights (decay: nats/char; benchmarks/README.md), best at a span
+# of 5-8% of the steps:
+#   Linux source, 10 min, 1,650 steps: 0.99: 1.3327, 0.995: 1.3342, 0.998: 1.3386; the weights 1.3467
+#   tinyshakespeare, 10 min, 2,352 steps: 0.97: 1.4047, 0.99: 1.4028, 0.995: 1.4011; the weights 1.4099
+#   Linux source, 3 min, 1,246 steps: 0.95: 1.4591, 0.98: 1.4537, 0.99: 1.4518, 0.995: 1.4551; the weights 1.4714
+#   War and Peace, 3 min, 768 steps: 0.95: 1.2546, 0.98: 1.2545, 0.99: 1.2598, 0.995: 1.2778; the weights 1.2607
+WEIGHT_AVERAGE_SPAN = 0.08
+UNKNOWN_LENGTH_WEIGHT_AVERAGE = 0.99  # the decay fitted to a run whose length is not known (yet): 100 steps
+
+
+def weight_average_decay(weight_average: Optional[float], planned_steps: Optional[int]) -> float:
+    """The decay of the weights' moving average: `weight_average` when it is a number; when None (fitted to the
+    run), the decay d whose average spans about `WEIGHT_AVERAGE_SPAN` of the `planned_steps` (1 / (1 − d) steps,
+    at least 1: d = 1 − 1 / (span × steps)), or `UNKNOWN_LENGTH_WEIGHT_AVERAGE` while they are not known."""
+    if weight_average is not None:
+        return weight_average
+    if planned_steps is None:
+        return UNKNOWN_LENGTH_WEIGHT_AVERAGE
+    return 1.0 - 1.0 / max(1.0, WEIGHT_AVERAGE_SPAN * planned_steps)
+
+
+def default_weight_average(config: TrainConfig) -> Optional[float]:
+    """The moving average of the weights for a run that does not choose one: fitted to its length (None) when
+    only time stops it (`config.time_limited`), else none (0: the model is the weights themselves)."""
+    return None if config.time_limited else 0.0
+
+
 def steps_in_time(step: int, seconds_left: float, seconds_per_step: float) -> int:
     """The step a run will have reached when its time runs out: `step` plus the steps that fit in
     `seconds_left` at `seconds_per_step` (training and its share of validation), at least ``step + 1``.

@@ -161,9 +161,9 @@ def fit_to_machine(corpus_chars: int, model_config: ModelConfig, config: TrainCo
 def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
     or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change); a missing or None
-    learning_rate is `optim.default_learning_rate`'s for the run and segment_length `data.default_segment_length`'s
-    (each saved as a number, so a resumed run keeps it); a missing or None batch_size or adam_beta2 is
-    `TrainConfig`'s (which `sizing.fit_batch` and `sizing.fit_adam_beta2` may then change)."""
+    learning_rate is `optim.default_learning_rate`'s for the run, segment_length `data.default_segment_length`'s
+    and weight_average `optim.default_weight_average`'s (each saved as a number, so a resumed run keeps it); a
+    missing or None batch_size or adam_beta2 is `TrainConfig`'s (which `sizing.fit_batch` and `sizing.fit_adam_beta2` may then change)."""
     options = dict(options)
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:
@@ -172,10 +172,12 @@ def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, 
         if options.get(name) is None:
             options.pop(name, None)  # `TrainConfig`'s (which `sizing.fit_batch`, `sizing.fit_adam_beta2` may change)
     rate, segments = options.pop("learning_rate", None), options.pop("segment_length", None)
+    average = options.pop("weight_average", None)
     config = TrainConfig(**options)
     config = dataclasses.replace(
         config, learning_rate=rate if rate is not None else optim.default_learning_rate(config),
-        segment_length=segments if segments is not None else data.default_segment_length(config))
+        segment_length=segments if segments is not None else data.default_segment_length(config),
+        weight_average=average if average is not None else optim.default_weight_average(config))
     return ModelConfig(vocab_size=vocab_size, **model), config
 
 

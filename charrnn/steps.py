@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from . import checkpoint, data, distributed, model, rtrl
+from . import checkpoint, data, distributed, model, optim, rtrl
 from .config import ModelConfig, TrainConfig
 from .text import Corpus
 
@@ -35,6 +35,8 @@ class TrainState(NamedTuple):
       step: windows consumed so far (int32 scalar); epoch = step // steps_per_epoch.
       bad_steps: consecutive steps skipped for a non-finite loss or gradient (int32 scalar).
       sensitivities: with ``gradient="rtrl"``, ∂carry/∂θ of the carry (B, S, N) (`charrnn.rtrl`); else None.
+      average: with a ``weight_average`` (not 0), the exponential moving average of `params` (the model: see
+        `model_params`); else None.
     """
 
     params: Any
@@ -43,6 +45,13 @@ class TrainState(NamedTuple):
     step: jax.Array
     bad_steps: jax.Array
     sensitivities: Any = None
+    average: Any = None
+
+
+def model_params(state: TrainState) -> Any:
+    """The parameters a state stands for as a model, to validate, sample and save: the moving average of the
+    weights when the run keeps one (``weight_average`` not 0), else the weights themselves."""
+    return state.params if state.average is None else state.average
 
 
 def init_state(model_config: ModelConfig, config: TrainConfig, optimizer: optax.GradientTransformation,
@@ -57,6 +66,7 @@ def init_state(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
         step=jnp.zeros((), jnp.int32),
         bad_steps=jnp.zeros((), jnp.int32),
         sensitivities=rtrl.init_sensitivities(params, model_config, B) if config.gradient == "rtrl" else None,
+        average=jax.tree.map(jnp.copy, params) if config.averages_weights else None,
     )
 
 
@@ -116,7 +126,8 @@ def _step_body(model_config: ModelConfig, config: TrainConfig, optimizer: optax.
         keep = model.dropout_masks(dropout_key, model_config, x.shape[1], x.shape[0])
         weight_keep = model.weight_drop_masks(jax.random.fold_in(step_key, 2), model_config)
         loss, new_carry, grads = gradients(state.params, x, y, carry, keep, weight_keep)
-        return _update(optimizer, state, loss, grads, state._replace(carry=carry), state._replace(carry=new_carry))
+        return _update(optimizer, config, state, loss, grads, state._replace(carry=carry),
+                       state._replace(carry=new_carry))
 
     return body
 
@@ -130,14 +141,18 @@ def _reset(config: TrainConfig, window: jax.Array, tree: Any) -> Any:
     return jax.tree.map(lambda c: jnp.where(window == 0, jnp.zeros_like(c), c), tree)
 
 
-def _update(optimizer: optax.GradientTransformation, state: TrainState, loss: jax.Array, grads: Any,
-            before: TrainState, after: TrainState) -> tuple[TrainState, dict]:
-    """Applies `grads` to `state`'s parameters; the state carried on is `after` (carry and sensitivities) unless
-    the loss, gradient or update is not finite (e.g. from an absurd learning rate): then nothing changes but the
-    step and `bad_steps` counters, and the carry stays `before`'s."""
+def _update(optimizer: optax.GradientTransformation, config: TrainConfig, state: TrainState, loss: jax.Array,
+            grads: Any, before: TrainState, after: TrainState) -> tuple[TrainState, dict]:
+    """Applies `grads` to `state`'s parameters and moves their average towards the new ones (by 1 − the decay
+    ``weight_average``; None: `optim.UNKNOWN_LENGTH_WEIGHT_AVERAGE`, as `charrnn.train` fits it); the state carried on is `after` (carry and sensitivities) unless the loss, gradient or update is not
+    finite (e.g. from an absurd learning rate): then nothing changes but the step and `bad_steps` counters, and
+    the carry stays `before`'s."""
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    keep = optim.weight_average_decay(config.weight_average, None)
+    average = None if state.average is None else jax.tree.map(lambda a, p: a + (1.0 - keep) * (p - a),
+                                                              state.average, params)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
     new_state = TrainState(
         params=_select(ok, params, state.params),
@@ -146,23 +161,26 @@ def _update(optimizer: optax.GradientTransformation, state: TrainState, loss: ja
         step=state.step + 1,
         bad_steps=jnp.where(ok, 0, state.bad_steps + 1),
         sensitivities=_select(ok, after.sensitivities, before.sensitivities),
+        average=_select(ok, average, state.average),
     )
     return new_state, {"loss": loss, "grad_norm": grad_norm, "ok": ok}
 
 
-def state_shardings(placement: distributed.Placement, sensitivities: bool = False) -> TrainState:
+def state_shardings(placement: distributed.Placement, sensitivities: bool = False,
+                    average: bool = False) -> TrainState:
     """Where each part of the state lives: the carry (and any sensitivities) split by rows (streams), everything
-    else replicated."""
+    else (the weights' average too, if kept) replicated."""
     return TrainState(params=placement.replicated, opt_state=placement.replicated, carry=placement.batch,
                       step=placement.replicated, bad_steps=placement.replicated,
-                      sensitivities=placement.batch if sensitivities else None)
+                      sensitivities=placement.batch if sensitivities else None,
+                      average=placement.replicated if average else None)
 
 
-def _jit_step(step: Callable, placement: Optional[distributed.Placement], data_shardings: tuple,
-              sensitivities: bool = False) -> Callable:
+def _jit_step(step: Callable, config: TrainConfig, placement: Optional[distributed.Placement],
+              data_shardings: tuple, sensitivities: bool = False) -> Callable:
     if placement is None:
         return jax.jit(step, donate_argnums=0)
-    shardings = state_shardings(placement, sensitivities)
+    shardings = state_shardings(placement, sensitivities, config.averages_weights)
     return jax.jit(step, donate_argnums=0, in_shardings=(shardings, *data_shardings),
                    out_shardings=(shardings, placement.replicated))
 
@@ -197,7 +215,7 @@ def make_train_step(
         return body(state, x, y, window)
 
     rows = () if placement is None else (placement.batch, placement.batch)
-    return _jit_step(step, placement, rows)
+    return _jit_step(step, config, placement, rows)
 
 
 def make_window_step(
@@ -225,7 +243,7 @@ def make_window_step(
         x, y = window[:, :-1].astype(jnp.int32), window[:, 1:].astype(jnp.int32)
         return body(state, x, y, state.step % reset_every)
 
-    return _jit_step(step, placement, () if placement is None else (placement.batch,))
+    return _jit_step(step, config, placement, () if placement is None else (placement.batch,))
 
 
 def make_rtrl_step(
@@ -253,9 +271,9 @@ def make_rtrl_step(
         loss, grads, carry, sensitivities = rtrl.rtrl_gradient(state.params, model_config, x, y, before.carry,
                                                                before.sensitivities)
         after = before._replace(carry=carry, sensitivities=sensitivities)
-        return _update(optimizer, state, loss, grads, before, after)
+        return _update(optimizer, config, state, loss, grads, before, after)
 
-    return _jit_step(step, placement, () if placement is None else (placement.batch,), sensitivities=True)
+    return _jit_step(step, config, placement, () if placement is None else (placement.batch,), sensitivities=True)
 
 
 # --- to and from a checkpoint ---------------------------------------------------------------------------------
@@ -263,9 +281,12 @@ def make_rtrl_step(
 
 def to_checkpoint(state: TrainState, corpus: Corpus, splits: data.Splits, model_config: ModelConfig,
                   config: TrainConfig, layout: data.Layout, info: dict, history: list) -> checkpoint.Checkpoint:
-    """The checkpoint of a training state (host arrays), with everything needed to sample, inspect or resume."""
+    """The checkpoint of a training state (host arrays), with everything needed to sample, inspect or resume. Its
+    "params" are the model (`model_params`): with a moving average of the weights, the average, and the weights
+    themselves, which training goes on from, are "training_params"."""
     arrays = {
-        **checkpoint.flatten("params", state.params),
+        **checkpoint.flatten("params", model_params(state)),
+        **({} if state.average is None else checkpoint.flatten("training_params", state.params)),
         **checkpoint.flatten("opt_state", state.opt_state),
         **checkpoint.flatten("carry", state.carry),
         **({} if state.sensitivities is None else checkpoint.flatten("sensitivities", state.sensitivities)),
@@ -283,14 +304,17 @@ def to_checkpoint(state: TrainState, corpus: Corpus, splits: data.Splits, model_
 
 def restore_state(ckpt: checkpoint.Checkpoint, model_config: ModelConfig, config: TrainConfig,
                   optimizer: optax.GradientTransformation, batch_size: int) -> TrainState:
-    """The `TrainState` saved in `ckpt` (parameters, optimizer state, carried state and its sensitivities, step)."""
+    """The `TrainState` saved in `ckpt` (parameters and their average, optimizer state, carried state and its
+    sensitivities, step)."""
     template = jax.eval_shape(lambda: init_state(model_config, config, optimizer, batch_size))
     restored = lambda prefix, like: jax.tree.map(jnp.asarray, ckpt.tree(prefix, like))
+    averaged = template.average is not None
     return TrainState(
-        params=restored("params", template.params),
+        params=restored("training_params" if averaged else "params", template.params),
         opt_state=restored("opt_state", template.opt_state),
         carry=restored("carry", template.carry),
         step=jnp.asarray(ckpt.state["step"], jnp.int32),
         bad_steps=jnp.zeros((), jnp.int32),
         sensitivities=None if template.sensitivities is None else restored("sensitivities", template.sensitivities),
+        average=restored("params", template.average) if averaged else None,
     )

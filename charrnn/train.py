@@ -111,6 +111,7 @@ class Trainer:
             checkpoint.remove_stale_temporaries(out_dir)
         self.layout, self.warnings = data.plan(len(self.train_ids), config, self.placement.devices)
         self.model_config = dataclasses.replace(model_config, dropout=self._initial_dropout(resume))
+        self.planned_steps = self.layout.total_steps  # the run's length as now known (None: not known)
         self.schedule_steps = self.layout.total_steps  # what the learning rate decays over (None: constant)
         self.schedule = optim.learning_rate_schedule(config, self.schedule_steps)
         self.optimizer = optim.make_optimizer(config, self.schedule_steps)
@@ -152,7 +153,8 @@ class Trainer:
         else:
             state = steps.init_state(self.model_config, self.config, self.optimizer, B)
             self.history, self.best, self.start_step, self.elapsed_before = [], None, 0, 0.0
-        self.state = self.placement.put(state, steps.state_shardings(self.placement, state.sensitivities is not None))
+        self.state = self.placement.put(state, steps.state_shardings(self.placement, state.sensitivities is not None,
+                                                                     state.average is not None))
         self.step = self.start_step
         self.resumed = resume is not None
 
@@ -181,15 +183,22 @@ class Trainer:
                           if len(self.val_ids) >= data.MIN_SPLIT else None)
         return time.perf_counter() - t0
 
+    @property
+    def weight_average(self) -> float:
+        """The decay of the weights' moving average in use: the one asked for, or fitted to the planned steps."""
+        return optim.weight_average_decay(self.config.weight_average, self.planned_steps)
+
     def _compile_step(self) -> None:
         make_step = steps.make_rtrl_step if self.config.gradient == "rtrl" else steps.make_window_step
-        self.step_fn = make_step(self.model_config, self.config, self.optimizer, self.layout.reset_every,
+        config = dataclasses.replace(self.config, weight_average=self.weight_average)
+        self.step_fn = make_step(self.model_config, config, self.optimizer, self.layout.reset_every,
                                  self.placement).lower(self.state, self.window_shape).compile()
 
     def fit_to_time(self, seconds_per_step: float) -> None:
         """With a time limit and no step limit, fits what depends on the run's length to the steps the remaining
         time holds at `seconds_per_step`: the learning rate decays over them (with cosine decay) instead of
-        staying constant, and a default dropout (None) is the one for the passes over the data they make. The
+        staying constant, a default dropout (None) is the one for the passes over the data they make, and a
+        fitted moving average of the weights (None) spans the share of them it should. The
         schedule is rebuilt and the step recompiled (the optimizer's state keeps its structure: only the
         schedule, a function of the step count, changes). Every process computes the same (the time is agreed
         on, as for stopping)."""
@@ -199,15 +208,14 @@ class Trainer:
         left = config.max_time - (time.perf_counter() - self.t_start)
         fitted = int(self.placement.smallest(optim.steps_in_time(self.step, left, seconds_per_step)))
         dropout = self._fitted_dropout(fitted)
-        schedule_steps = fitted if config.decay == "cosine" else None
-        near = (schedule_steps == self.schedule_steps or self.schedule_steps is not None
-                and abs(fitted - self.schedule_steps) <= 0.05 * self.schedule_steps)
+        near = self.planned_steps is not None and abs(fitted - self.planned_steps) <= 0.05 * self.planned_steps
         if near and dropout == self.model_config.dropout:
             return  # close enough: not worth a recompile
         if not near:
-            self.schedule_steps = schedule_steps
-            self.schedule = optim.learning_rate_schedule(config, schedule_steps)
-            self.optimizer = optim.make_optimizer(config, schedule_steps)
+            self.planned_steps = fitted
+            self.schedule_steps = fitted if config.decay == "cosine" else None
+            self.schedule = optim.learning_rate_schedule(config, self.schedule_steps)
+            self.optimizer = optim.make_optimizer(config, self.schedule_steps)
         self.model_config = dataclasses.replace(self.model_config, dropout=dropout)
         self._compile_step()
 
@@ -300,7 +308,7 @@ class Trainer:
 
     def sample(self) -> None:
         if self.main:
-            params = self.placement.to_host(self.state.params)
+            params = self.placement.to_host(steps.model_params(self.state))
             self.emit(Sampled(self.step, sample_now(params, self.model_config, self.corpus.vocab, self.step)))
         self.t_log = time.perf_counter()  # sampling time is not training time
 
@@ -309,7 +317,8 @@ class Trainer:
         not finite is never written (`not_finite` is set instead)."""
         p = self.placement
         # Gathered to every host (a collective with several processes), so all of them decide alike.
-        host = p.to_host((self.state.params, self.state.opt_state, self.state.carry, self.state.sensitivities))
+        host = p.to_host((self.state.params, self.state.opt_state, self.state.carry, self.state.sensitivities,
+                          self.state.average))
         if not all(np.isfinite(a).all() for a in jax.tree.leaves(host)):
             self.not_finite = True
             return
@@ -337,7 +346,7 @@ class Trainer:
         """The validation loss in nats per character; without a validation split, the latest training loss
         (so checkpoints are still ranked)."""
         if self.validator is not None:
-            return self.validator(self.state.params)
+            return self.validator(steps.model_params(self.state))
         return float(self.last_metrics["loss"]) if self.last_metrics is not None else float("inf")
 
     def save(self, host_state: tuple, val_nats: float, is_best: bool) -> None:
@@ -352,12 +361,13 @@ class Trainer:
             raise failure
 
     def _write(self, host_state: tuple, val_nats: float, is_best: bool) -> Optional[Exception]:
-        params, opt_state, carry, sensitivities = host_state
+        params, opt_state, carry, sensitivities, average = host_state
         info = {"best_val_nats": self.best, "val_nats": val_nats, "epoch": self.step / self.layout.steps_per_epoch,
                 "devices": self.placement.devices, "processes": self.placement.num_processes,
-                "schedule_steps": self.schedule_steps, "dropout": self.model_config.dropout}
+                "schedule_steps": self.schedule_steps, "dropout": self.model_config.dropout,
+                "weight_average": self.weight_average if self.config.averages_weights else 0.0}
         saved = steps.TrainState(params, opt_state, carry, np.asarray(self.step, np.int32), np.zeros((), np.int32),
-                                 sensitivities)
+                                 sensitivities, average)
         blob = checkpoint.to_bytes(steps.to_checkpoint(saved, self.corpus, self.splits, self.asked_model_config,
                                                        self.config, self.layout, info, self.history))
         # Best first: a crash between the two files leaves latest behind best, never a best model lost for good.

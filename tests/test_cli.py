@@ -117,6 +117,7 @@ def test_train_rejects_an_unknown_encoding(tmp_path):
     ("--learning-rate", "-0.01", "learning-rate"),
     ("--weight-decay", "-0.1", "weight-decay"),
     ("--min-lr-ratio", "1.5", "min-lr-ratio"),
+    ("--weight-average", "1.0", "weight-average"),
     ("--seq-length", "0", "seq-length"),
     ("--segment-length", "-100", "segment-length"),
     ("--segment-length", "150", "segment-length"),

@@ -105,3 +105,24 @@ def test_adam_beta2_is_checked_and_a_file_from_before_it_keeps_the_old_default()
         with pytest.raises(ConfigError, match="adam-beta2"):
             TrainConfig(adam_beta2=bad)
     assert TrainConfig.from_dict({"batch_size": 4}).adam_beta2 == 0.999
+
+
+def test_weight_average_is_checked_and_a_file_from_before_it_saved_the_weights_themselves():
+    from charrnn.config import ConfigError
+
+    for bad in (-0.1, 1.0, 2.0):
+        with pytest.raises(ConfigError, match="weight-average"):
+            TrainConfig(weight_average=bad)
+    assert TrainConfig.from_dict({"batch_size": 4}).weight_average == 0.0
+    assert TrainConfig(weight_average=None).averages_weights and not TrainConfig().averages_weights
+    assert optim.default_weight_average(TrainConfig(max_time=60.0, max_epochs=None)) is None  # fitted to the run
+    assert optim.default_weight_average(TrainConfig(max_time=60.0)) == 0.0  # an epoch limit too: not time alone
+
+
+def test_a_fitted_weight_average_spans_8_percent_of_the_planned_steps():
+    # 1,250 steps: an average over the last 100, d = 1 - 1/100; 2,500: 200 steps.
+    assert optim.weight_average_decay(None, 1250) == pytest.approx(0.99)
+    assert optim.weight_average_decay(None, 2500) == pytest.approx(0.995)
+    assert optim.weight_average_decay(None, 5) == 0.0  # under one step: the weights themselves
+    assert optim.weight_average_decay(None, None) == 0.99  # the length not known yet
+    assert optim.weight_average_decay(0.9, 1250) == 0.9  # a decay asked for is the decay used

@@ -39,6 +39,17 @@ def test_adams_second_moment_forgets_faster_in_a_run_that_only_time_stops_on_a_l
     assert chosen.adam_beta2 == 0.9  # a decay asked for is the decay used
 
 
+def test_a_run_that_only_time_stops_validates_and_saves_a_moving_average_of_its_weights(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    timed = runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config
+    assert timed.weight_average is None and timed.averages_weights  # fitted to the run's length
+    for options in (TINY, {**TINY, "max_time": 60.0, "max_steps": 100}, {**TINY, "weight_average": None}):
+        assert runs.prepare(corpus, options=options).config.weight_average == 0.0  # the weights themselves
+    chosen = runs.prepare(corpus, options={**TINY, "max_time": 60.0, "weight_average": 0.0}).config
+    assert chosen.weight_average == 0.0  # none, asked for
+    assert runs.prepare(corpus, options={**TINY, "weight_average": 0.9}).config.weight_average == 0.9
+
+
 def test_a_run_that_only_time_stops_reads_shuffled_segments_by_default(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt")
     timed = runs.prepare(corpus, options={**TINY, "max_time": 60.0}).config
@@ -116,6 +127,11 @@ def test_a_run_stopped_by_time_alone_decays_its_learning_rate_over_that_time(tmp
     rates = [e.dropout for e in events if type(e).__name__ == "Logged"]
     assert rates[0] == 0.0 and rates[-1] > 0.0 and state["dropout"] == rates[-1]
     assert info["model"]["dropout"] is None
+    # And the moving average of the weights, saved as the model: fitted (None) to span 8% of the planned steps.
+    assert info["train"]["weight_average"] is None
+    assert state["weight_average"] == pytest.approx(1 - 1 / (0.08 * state["schedule_steps"]))
+    latest = checkpoint.load(tmp_path / "run", prefer=checkpoint.LATEST)
+    assert any(name.startswith("training_params/") for name in latest.arrays)
 
 
 def test_a_default_dropout_is_the_one_for_the_passes_the_run_makes(tmp_path):

@@ -61,10 +61,34 @@ def test_step_applies_the_gradient_of_the_window_loss():
         np.testing.assert_allclose(new, old - 0.5 * g, rtol=1e-5, atol=1e-7)
 
 
-def test_non_finite_step_changes_nothing_and_is_counted():
+def test_the_model_is_a_moving_average_of_the_weights():
+    """With ``weight_average`` d the state keeps a_k = d a_{k-1} + (1 - d) p_k from a_0 = p_0 (p_k: the weights
+    after step k), checked against that recurrence in NumPy; the model (`steps.model_params`) is the average."""
+    B, T, d = 2, 4, 0.75
+    inputs, targets = random_streams(B, 5 * T, seed=4)
+    config = TrainConfig(batch_size=B, seq_length=T, weight_average=d)
+    optimizer = optim.make_optimizer(config, 10)
+    state = steps.init_state(TINY, config, optimizer, B)
+    want = [np.asarray(p, np.float64) for p in jax.tree.leaves(state.params)]
+    step = steps.make_train_step(TINY, config, optimizer, T, 5)
+    for _ in range(4):
+        state, metrics = step(state, inputs, targets)
+        assert bool(metrics["ok"])
+        want = [d * a + (1 - d) * np.asarray(p, np.float64) for a, p in zip(want, jax.tree.leaves(state.params))]
+    got = jax.tree.leaves(steps.model_params(state))
+    assert len(got) == len(want)
+    for a, w, p in zip(got, want, jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, p) for a, p in zip(got, jax.tree.leaves(state.params)))  # it lags the weights
+    unaveraged = steps.init_state(TINY, TrainConfig(batch_size=B, seq_length=T), optimizer, B)
+    assert unaveraged.average is None and steps.model_params(unaveraged) is unaveraged.params
+
+
+@pytest.mark.parametrize("weight_average", [0.0, 0.9])
+def test_non_finite_step_changes_nothing_and_is_counted(weight_average):
     B, T = 2, 4
     inputs, targets = random_streams(B, 2 * T, seed=2)
-    config = TrainConfig(batch_size=B, seq_length=T)
+    config = TrainConfig(batch_size=B, seq_length=T, weight_average=weight_average)
     optimizer = optim.make_optimizer(config, 10)
     state = steps.init_state(TINY, config, optimizer, B)
     poisoned = {**state.params, "embedding": state.params["embedding"].at[int(inputs[0, 0])].set(jnp.nan)}
@@ -72,7 +96,9 @@ def test_non_finite_step_changes_nothing_and_is_counted():
     before = jax.tree.map(np.asarray, state)
     state, metrics = steps.make_train_step(TINY, config, optimizer, T, 2)(state, inputs, targets)
     assert not bool(metrics["ok"]) and int(state.bad_steps) == 1 and int(state.step) == 1
-    for new, old in zip(jax.tree.leaves((state.params, state.opt_state)), jax.tree.leaves((before.params, before.opt_state))):
+    kept, was = (state.params, state.opt_state, state.average), (before.params, before.opt_state, before.average)
+    assert len(jax.tree.leaves(kept)) == len(jax.tree.leaves(was)) > 0
+    for new, old in zip(jax.tree.leaves(kept), jax.tree.leaves(was)):
         np.testing.assert_array_equal(new, old)
 
 
@@ -137,12 +163,12 @@ def test_learns_a_periodic_corpus_and_greedy_sampling_reproduces_it(tmp_path):
     assert logged[-1].train_nats < logged[0].train_nats / 10
 
 
-def short_run(tmp_path, stop_at=None, resume=None, max_steps=24, seed=0, segment_length=0):
+def short_run(tmp_path, stop_at=None, resume=None, max_steps=24, seed=0, segment_length=0, weight_average=0.0):
     corpus = corpus_of("".join(chr(97 + (i * i) % 7) for i in range(3000)))
     model_config = ModelConfig(vocab_size=len(corpus.vocab), cell="gru", hidden_size=8, num_layers=2,
                                embedding_size=4, dropout=0.1)
     config = TrainConfig(batch_size=4, seq_length=16, max_steps=max_steps, max_epochs=None, eval_every=10, seed=seed,
-                         segment_length=segment_length)
+                         segment_length=segment_length, weight_average=weight_average)
     steps = []
     stop = (lambda: len(steps) >= stop_at) if stop_at else (lambda: False)
     callback = lambda e: steps.append(e.step) if isinstance(e, runlog.Logged) else None
@@ -165,22 +191,25 @@ def test_same_seed_gives_a_bit_identical_run_and_another_seed_does_not(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("segment_length", [0, 48])  # contiguous streams; shuffled segments of 3 windows
-def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path, segment_length):
-    short_run(tmp_path / "whole", segment_length=segment_length)
-    stopped = short_run(tmp_path / "part", stop_at=13, segment_length=segment_length)  # inside a segment
+# contiguous streams; shuffled segments of 3 windows; the weights' moving average saved and resumed
+@pytest.mark.parametrize("segment_length, weight_average", [(0, 0.0), (48, 0.0), (0, 0.9)])
+def test_interrupted_run_saves_and_resumes_to_the_same_parameters(tmp_path, segment_length, weight_average):
+    how = dict(segment_length=segment_length, weight_average=weight_average)
+    short_run(tmp_path / "whole", **how)
+    stopped = short_run(tmp_path / "part", stop_at=13, **how)  # inside a segment
     assert stopped.reason == "interrupted" and stopped.step == 13
     assert checkpoint.load(tmp_path / "part" / checkpoint.LATEST).state["step"] == 13
-    resumed = short_run(tmp_path / "part", resume=checkpoint.load(tmp_path / "part" / checkpoint.LATEST),
-                        segment_length=segment_length)
+    resumed = short_run(tmp_path / "part", resume=checkpoint.load(tmp_path / "part" / checkpoint.LATEST), **how)
     assert resumed.step == 24
     whole, part = final_params(tmp_path / "whole"), final_params(tmp_path / "part")
     assert all(np.array_equal(x, y) for x, y in zip(whole, part))
 
 
 @pytest.mark.slow
-def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
-    finished = short_run(tmp_path)
+@pytest.mark.parametrize("weight_average", [0.0, 0.9])
+def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path, weight_average):
+    """What is validated is what is saved as the model: with a moving average of the weights, the average."""
+    finished = short_run(tmp_path, weight_average=weight_average)
     history = checkpoint.load(tmp_path / checkpoint.LATEST).history
     assert [h["step"] for h in history] == [10, 20, 24]
     best = checkpoint.load(tmp_path / checkpoint.BEST)
@@ -192,6 +221,8 @@ def test_best_checkpoint_has_the_lowest_validation_loss(tmp_path):
     arrays = (jnp.asarray(a) for a in data.eval_streams(ids, 4, 16))
     expected = float(validation.make_evaluate(latest.model, 16)(checkpoint.load_params(latest), *arrays))
     assert history[-1]["val_nats"] == pytest.approx(expected, rel=1e-5)
+    averaged = any(name.startswith("training_params/") for name in latest.arrays)
+    assert averaged == (weight_average > 0)  # the weights training goes on from, kept beside their average
 
 
 def test_eval_every_auto_stretches_only_for_a_validation_longer_than_a_twentieth():

@@ -116,6 +116,13 @@ class AdamBeta2(OrAuto):
     name, number, what = "decay|auto", float, "a decay in (0, 1)"
 
 
+class WeightAverage(OrAuto):
+    """The decay of the weights' moving average in [0, 1) (0: none), or "auto" (None:
+    charrnn.optim.default_weight_average: fitted to the length of a run that only time stops, else none)."""
+
+    name, number, what = "decay|auto", float, "a decay in [0, 1)"
+
+
 class BatchSize(OrAuto):
     """Streams per step, or "auto" (None: 32, or more for a long corpus in a time budget: charrnn.sizing.fit_batch)."""
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..units import bpc
 from ._group import main
 from ._common import (EXAMPLES, AdamBeta2, BatchSize, Coordinator, DropoutRate, Duration, LearningRate, SegmentLength,
-                      Steps, Width, abort_now, err, load_config, user_errors)
+                      Steps, WeightAverage, Width, abort_now, err, load_config, user_errors)
 
 
 @main.command(epilog=EXAMPLES)
@@ -37,6 +37,7 @@ from ._common import (EXAMPLES, AdamBeta2, BatchSize, Coordinator, DropoutRate, 
 @click.option("--min-lr-ratio", type=float, default=0.1, show_default=True, help="Where the cosine decay ends, as a fraction of the peak learning rate, in [0, 1].")
 @click.option("--grad-clip", type=float, default=5.0, show_default=True, help="Clip gradients to this global norm.")
 @click.option("--weight-decay", type=float, default=0.1, show_default=True, help="Decoupled weight decay of the weight matrices (AdamW-style), >= 0.")
+@click.option("--weight-average", type=WeightAverage(), default="auto", show_default=True, help="Validate, sample and save a moving average of the weights, each step moving it by 1 − this decay towards them, in [0, 1): 0.99 averages about the last 100 steps, 0 none; auto: for a run that only --max-time stops, the decay that averages its last 8% of steps, else 0 (docs/options.md).")
 @click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True, help="Operands of the training step's matrix products and of its validation's (sums and parameters stay float32); auto: bfloat16 for a run that only --max-time stops, where this machine multiplies it faster, else float32 (docs/options.md).")
 @click.option("--gradient", type=click.Choice(["bptt", "rtrl"]), default="bptt", show_default=True, help="How gradients are computed: truncated backpropagation through time, or real-time recurrent learning (exact, forward in time; small networks only, one device).")
 @click.option("--state-reset", type=click.Choice(["epoch", "never"]), default="epoch", show_default=True, help="Start every stream from the zero state at each epoch, or never (continuous training: the state is carried across epochs).")
