@@ -104,6 +104,13 @@ def _dropout(asked: Optional[float], in_use: Optional[float]) -> str:
     return "auto" if in_use is None else f"auto ({in_use:g} at this step)"
 
 
+def _weights(asked: Optional[float], in_use: Optional[float]) -> str:
+    if not in_use:
+        return "as trained"
+    how = "fitted to the run" if asked is None else "--weight-average"
+    return f"moving average of the trained weights, decay {in_use:.4g} ({how})"
+
+
 def checkpoint_info(info: dict[str, Any]) -> Table:
     """`charrnn info` as a two-column table."""
     m = info["model"]
@@ -122,6 +129,7 @@ def checkpoint_info(info: dict[str, Any]) -> Table:
                   f"{m['embedding_size']}, dropout {_dropout(m['dropout'], info.get('dropout'))}"
                   + (f", weight drop {m['weight_drop']:g}" if m.get("weight_drop") else "")),
         ("parameters", f"{info['parameters']:,}"),
+        ("weights", _weights(info["train"].get("weight_average", 0.0), info.get("weight_average"))),
         ("vocabulary", f"{vocab['size']} symbols: {shown}"),
         ("step", f"{info['step']:,}" + ("" if info["epoch"] is None else f" (epoch {info['epoch']:.2f})")),
         ("validation loss", "—" if info["val_nats"] is None else

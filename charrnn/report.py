@@ -155,6 +155,8 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "val_nats": ckpt.state.get("val_nats"),
         "best_val_nats": ckpt.state.get("best_val_nats"),
         "dropout": ckpt.state.get("dropout", ckpt.model.dropout),  # the rate in use at this step
+        # The decay of the weights' moving average that `params` are at this step (0: the weights themselves).
+        "weight_average": ckpt.state.get("weight_average", ckpt.train.weight_average),
         "train": ckpt.train.to_dict(),
         "corpus": ckpt.corpus.to_dict(),
         "splits": ckpt.splits.to_dict(),

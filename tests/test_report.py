@@ -10,14 +10,15 @@ from charrnn import checkpoint, data, html, model, render, report, runlog
 from charrnn.config import ModelConfig, TrainConfig
 
 
-def make_run(run_dir, hidden=8, val=(2.0, 1.5, 1.7), speeds=(1000.0, 3000.0, 2000.0), with_records=True):
+def make_run(run_dir, hidden=8, val=(2.0, 1.5, 1.7), speeds=(1000.0, 3000.0, 2000.0), with_records=True,
+             weight_average=0.0, state=None):
     config = ModelConfig(vocab_size=5, cell="lstm", hidden_size=hidden, num_layers=1, embedding_size=3)
-    train_config = TrainConfig(learning_rate=1e-3 * hidden)
+    train_config = TrainConfig(learning_rate=1e-3 * hidden, weight_average=weight_average)
     corpus = data.CorpusInfo("c.txt", "ab" * 32, 100)
     ckpt = checkpoint.Checkpoint(
         model=config, train=train_config, vocab=data.Vocabulary.from_text("abcd\n"), corpus=corpus,
         splits=data.split(100, 0.05, 0.05), arrays=checkpoint.flatten("params", model.init(jax.random.key(0), config)),
-        state={"step": 30, "epoch": 1.5, "val_nats": val[-1], "best_val_nats": min(val)},
+        state={"step": 30, "epoch": 1.5, "val_nats": val[-1], "best_val_nats": min(val), **(state or {})},
         history=[{"step": 10 * (i + 1), "val_nats": v, "elapsed_s": 5.0 * (i + 1)} for i, v in enumerate(val)])
     checkpoint.save(run_dir / checkpoint.LATEST, ckpt)
     if with_records:
@@ -93,6 +94,18 @@ def test_checkpoint_info(tmp_path):
     console.print(render.checkpoint_info(info))
     text = console.export_text()
     assert "1-layer LSTM, 8 units" in text and "↵abcd" in text and "1.5000 nats" in text
+    assert info["weight_average"] == 0.0 and re.search(r"\n weights +as trained", text)
+
+
+@pytest.mark.parametrize("asked, how", [(None, "fitted to the run"), (0.9924, "--weight-average")])
+def test_checkpoint_info_says_when_the_model_is_a_moving_average_of_the_weights(tmp_path, asked, how):
+    make_run(tmp_path, weight_average=asked, state={"weight_average": 0.9924})  # the decay in use at this step
+    info = report.checkpoint_info(tmp_path)
+    assert info["weight_average"] == 0.9924
+    console = Console(record=True, width=200)
+    console.print(render.checkpoint_info(info))
+    row = re.search(r"\n weights +(.*?) *\n", console.export_text()).group(1)
+    assert row == f"moving average of the trained weights, decay 0.9924 ({how})"
 
 
 def test_text_plot_puts_the_lowest_point_at_the_bottom():
