@@ -162,8 +162,9 @@ def new_configs(vocab_size: int, options: dict[str, Any]) -> tuple[ModelConfig, 
     """A new run's configurations from `options`: `MODEL_OPTIONS` for the model, the rest for training. A missing
     or None hidden_size is `sizing.DEFAULT_WIDTH` (which `sizing.fit_width` may then change); a missing or None
     learning_rate is `optim.default_learning_rate`'s for the run, segment_length `data.default_segment_length`'s
-    and weight_average `optim.default_weight_average`'s (each saved as a number, so a resumed run keeps it); a
-    missing or None batch_size or adam_beta2 is `TrainConfig`'s (which `sizing.fit_batch` and `sizing.fit_adam_beta2` may then change)."""
+    and weight_average `optim.default_weight_average`'s (each saved, so a resumed run keeps it: a number, or for
+    weight_average None, fitted to the run); a missing or None batch_size or adam_beta2 is `TrainConfig`'s (which
+    `sizing.fit_batch` and `sizing.fit_adam_beta2` may then change)."""
     options = dict(options)
     model = {k: options.pop(k) for k in MODEL_OPTIONS if k in options}
     if model.get("hidden_size") is None:

@@ -144,14 +144,15 @@ def _reset(config: TrainConfig, window: jax.Array, tree: Any) -> Any:
 def _update(optimizer: optax.GradientTransformation, config: TrainConfig, state: TrainState, loss: jax.Array,
             grads: Any, before: TrainState, after: TrainState) -> tuple[TrainState, dict]:
     """Applies `grads` to `state`'s parameters and moves their average towards the new ones (by 1 − the decay
-    ``weight_average``; None: `optim.UNKNOWN_LENGTH_WEIGHT_AVERAGE`, as `charrnn.train` fits it); the state carried on is `after` (carry and sensitivities) unless the loss, gradient or update is not
-    finite (e.g. from an absurd learning rate): then nothing changes but the step and `bad_steps` counters, and
-    the carry stays `before`'s."""
+    ``weight_average``; None: `optim.UNKNOWN_LENGTH_WEIGHT_AVERAGE`, as `charrnn.train` fits it); the state
+    carried on is `after` (carry and sensitivities) unless the loss, gradient or update is not finite (e.g. from
+    an absurd learning rate): then nothing changes but the step and `bad_steps` counters, and the carry stays
+    `before`'s."""
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    keep = optim.weight_average_decay(config.weight_average, None)
-    average = None if state.average is None else jax.tree.map(lambda a, p: a + (1.0 - keep) * (p - a),
+    decay = optim.weight_average_decay(config.weight_average, None)
+    average = None if state.average is None else jax.tree.map(lambda a, p: a + (1.0 - decay) * (p - a),
                                                               state.average, params)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
     new_state = TrainState(

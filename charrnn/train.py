@@ -365,7 +365,7 @@ class Trainer:
         info = {"best_val_nats": self.best, "val_nats": val_nats, "epoch": self.step / self.layout.steps_per_epoch,
                 "devices": self.placement.devices, "processes": self.placement.num_processes,
                 "schedule_steps": self.schedule_steps, "dropout": self.model_config.dropout,
-                "weight_average": self.weight_average if self.config.averages_weights else 0.0}
+                "weight_average": self.weight_average}
         saved = steps.TrainState(params, opt_state, carry, np.asarray(self.step, np.int32), np.zeros((), np.int32),
                                  sensitivities, average)
         blob = checkpoint.to_bytes(steps.to_checkpoint(saved, self.corpus, self.splits, self.asked_model_config,
