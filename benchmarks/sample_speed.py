@@ -16,9 +16,10 @@ Prints ONE JSON line. What it measures, per batch size B (the number of samples 
 - batch_speedup: chars_per_s at the largest batch size / at batch 1.
 - gflops, utilisation: the matmul arithmetic of the characters generated per second, and that as a fraction of
   the float32 matmul peak measured in this run (`machine.matmul_peak_gflops`, the best of the step's own
-  product shapes and a big square one). The arithmetic counted per character is that of the recurrent and
-  output products, 2·(H·GH + (L−1)·(H·GH + H·GH) + H·V) FLOPs: the first layer's input projection is not
-  counted (a gather from a projected embedding table does it), so the figure never flatters. Batch 1 is bound
+  product shape, (G*H, H) @ (H, B), the same product with rows, (B, H) @ (H, G*H), and a big square one).
+  The arithmetic counted per character is that of the recurrent and output products,
+  2·(H·GH + (L−1)·(H·GH + H·GH) + H·V) FLOPs: the first layer's input projection is not counted (a gather
+  from a projected embedding table does it), so the figure never flatters. Batch 1 is bound
   by reading the weights, not by arithmetic: its utilisation is low by nature; batch 64 is the one to watch.
 - --compare-torch: the same architecture in PyTorch (nn.Embedding, nn.LSTM/GRU/RNN, nn.Linear, random weights,
   torch.no_grad, 2 threads), sampled the usual way: one character per call, softmax and torch.multinomial,
@@ -182,7 +183,9 @@ def main(argv=None) -> dict:
         out[f"batch_{b}"]["gflops"] = round(out[f"batch_{b}"]["chars_per_s"] * flops_per_char / 1e9, 1)
     if not args.no_peak:
         big = max(args.batch_sizes)
-        shapes = [(big, H, GH), (big, H, 2 * GH), (big, 2 * H, GH), (1024, 1024, 1024)]
+        # The step's own products (on columns, `charrnn.columns`: (G*H, H) @ (H, B)), the same with rows as
+        # the step ran them before, and a big square one.
+        shapes = [(GH, H, big), (big, H, GH), (1024, 1024, 1024)]
         peaks, _ = machine.quiet(args, lambda: machine.matmul_peak_gflops(shapes))
         peak = max(peaks.values())
         out.update(matmul_peak_gflops=peak, matmul_gflops=peaks)

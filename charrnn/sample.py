@@ -7,9 +7,9 @@ not printed; a prime follows that newline, so it reads as the start of a line. W
 to zero only at the start of each pass, where the streams mostly begin mid-text, so a model may handle, say,
 a capital letter fed straight into the zero state badly, while "zero state, newline" is a context it knows.
 
-The random key of the character at position t of a sample is ``fold_in(key(seed), t)``, so the same seed gives
-the same text whatever the chunk size, and the samples of a batch differ because each draws its own
-categorical from the same per-position key over a different row.
+A draw is Gumbel-max: the character at position t is argmax(logits / temperature + g), g standard Gumbel noise
+from the key ``fold_in(key(seed), t)``, one row of it per sample. So the same seed gives the same text whatever
+the chunk size, and the samples of a batch differ because each reads its own row of that noise.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import model
+from . import columns, model
 from .config import ModelConfig
 from .text import Vocabulary
 
 CHUNK = 128  # characters generated per device call: the loop stays in jit, the host streams between chunks
+# From this many samples at once the loop runs on columns (`charrnn.columns`), below it on rows (`model.step`): at
+# batch 1 a step is bound by reading the weights, and rows read them faster (benchmarks/README.md).
+COLUMNS_MIN_BATCH = 8
+MAX_NOISE = 2**24  # floats of Gumbel noise one chunk holds at most (64 MiB): many samples at once get shorter chunks
 
 
 class SampleError(ValueError):
@@ -52,9 +56,21 @@ def filter_logits(logits: jax.Array, temperature: jax.Array, top_k: jax.Array) -
     return logits / jnp.maximum(temperature, 1e-6)
 
 
-def choose(key: jax.Array, logits: jax.Array, temperature: jax.Array, top_k: jax.Array) -> jax.Array:
-    """Next tokens (B,) from logits (B, V): argmax when temperature is 0, else a draw from the filtered softmax."""
-    drawn = jax.random.categorical(key, filter_logits(logits, temperature, top_k), axis=-1)
+def gumbel_noise(key: jax.Array, position: jax.Array, length: int, shape: tuple[int, ...]) -> jax.Array:
+    """The noise of the draws at positions ``position .. position + length - 1``: (length, *shape) standard Gumbel,
+    row t from ``fold_in(key, position + t)``.
+
+    Drawn for a whole chunk before its loop, in one vectorised call: drawn inside the loop, one small call per
+    step, it cost 7% of a batch-64 sampling step (benchmarks/README.md, "Batch-64 sampling")."""
+    return jax.vmap(lambda t: jax.random.gumbel(jax.random.fold_in(key, position + t), shape))(jnp.arange(length))
+
+
+def choose(noise: jax.Array, logits: jax.Array, temperature: jax.Array, top_k: jax.Array) -> jax.Array:
+    """Next tokens (B,) from logits (B, V): argmax when temperature is 0, else a draw from the filtered softmax.
+
+    The draw is Gumbel-max, argmax(filtered logits + noise) with `noise` (B, V) standard Gumbel: exactly a draw
+    from softmax(filtered logits)."""
+    drawn = jnp.argmax(filter_logits(logits, temperature, top_k) + noise, axis=-1)
     return jnp.where(temperature == 0, jnp.argmax(logits, axis=-1), drawn).astype(jnp.int32)
 
 
@@ -66,23 +82,34 @@ def generate_chunk(params, config: ModelConfig, carry, last_tokens, key, positio
       carry: model state after `last_tokens`' predecessors, per layer (B, H).
       last_tokens: (B,) the most recent token of each sample; it is fed first.
       key: the sample's base PRNG key.
-      position: index of the first token this chunk generates (keys are ``fold_in(key, position + t)``).
+      position: index of the first token this chunk generates (its noise is `gumbel_noise(key, position, ...)`).
       temperature, top_k: scalars (traced: changing them does not recompile).
 
     Returns:
       tokens (B, length) int32, the carry after the last token's predecessor, and the last tokens (B,).
     """
 
-    table = model.input_table(params, config)  # once per chunk: the loop gathers its rows
+    # Many samples at once run on columns, their weights transposed once per chunk (`charrnn.columns` says why);
+    # a few run on rows, with the first layer's input projection as a table whose rows the loop gathers.
+    on_columns = last_tokens.shape[0] >= COLUMNS_MIN_BATCH
+    if on_columns:
+        weights, carry = columns.transpose(params, config), columns.to_columns(carry)
+    else:
+        table = model.input_table(params, config)
 
-    def body(state, t):
+    def body(state, noise):
         carry, tokens = state
-        logits, carry = model.step(params, config, tokens, carry, table)
-        tokens = choose(jax.random.fold_in(key, position + t), logits, temperature, top_k)
+        if on_columns:
+            logits, carry = columns.step(weights, config, tokens, carry)
+            logits = logits.T  # (B, vocab) for the draw
+        else:
+            logits, carry = model.step(params, config, tokens, carry, table)
+        tokens = choose(noise, logits, temperature, top_k)
         return (carry, tokens), tokens
 
-    (carry, last_tokens), tokens = jax.lax.scan(body, (carry, last_tokens), jnp.arange(length))
-    return tokens.T, carry, last_tokens
+    noise = gumbel_noise(key, position, length, (last_tokens.shape[0], config.vocab_size))
+    (carry, last_tokens), tokens = jax.lax.scan(body, (carry, last_tokens), noise)
+    return tokens.T, columns.to_rows(carry) if on_columns else carry, last_tokens
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -149,7 +176,7 @@ def _chunks(params, config, prime_ids, length, temperature, top_k, num_samples, 
     last = jnp.full((num_samples,), prime_ids[-1], jnp.int32)
     key = jax.random.key(seed)
     temperature, top_k = jnp.float32(temperature), jnp.int32(top_k)
-    chunk = max(1, min(chunk, length))
+    chunk = max(1, min(chunk, length, MAX_NOISE // (num_samples * config.vocab_size)))
     done = 0
     while done < length:
         tokens, carry, last = generate_chunk(params, config, carry, last, key, done, temperature, top_k, length=chunk)

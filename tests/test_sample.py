@@ -58,7 +58,8 @@ def test_draws_follow_softmax_of_logits_over_temperature():
     logits = jnp.log(jnp.array([0.5, 0.25, 0.15, 0.1]))
     n = 40_000
     for temperature in (1.0, 0.5, 2.0):
-        tokens = sample.choose(jax.random.key(0), jnp.tile(logits, (n, 1)), jnp.float32(temperature), jnp.int32(0))
+        noise = jax.random.gumbel(jax.random.key(0), (n, 4))
+        tokens = sample.choose(noise, jnp.tile(logits, (n, 1)), jnp.float32(temperature), jnp.int32(0))
         freq = np.bincount(np.asarray(tokens), minlength=4) / n
         scaled = np.exp(np.asarray(logits) / temperature)
         np.testing.assert_allclose(freq, scaled / scaled.sum(), atol=0.01)
@@ -67,9 +68,43 @@ def test_draws_follow_softmax_of_logits_over_temperature():
 def test_top_k_renormalises_over_the_k_likeliest():
     logits = jnp.log(jnp.array([0.1, 0.5, 0.15, 0.25]))
     n = 40_000
-    tokens = sample.choose(jax.random.key(1), jnp.tile(logits, (n, 1)), jnp.float32(1.0), jnp.int32(2))
+    tokens = sample.choose(jax.random.gumbel(jax.random.key(1), (n, 4)), jnp.tile(logits, (n, 1)), jnp.float32(1.0),
+                           jnp.int32(2))
     freq = np.bincount(np.asarray(tokens), minlength=4) / n
     np.testing.assert_allclose(freq, [0, 0.5 / 0.75, 0, 0.25 / 0.75], atol=0.01)
+
+
+def test_the_noise_of_a_position_comes_from_its_own_key():
+    key = jax.random.key(4)
+    noise = sample.gumbel_noise(key, jnp.int32(10), 3, (2, 5))
+    assert noise.shape == (3, 2, 5)
+    for t in range(3):
+        np.testing.assert_array_equal(noise[t], jax.random.gumbel(jax.random.fold_in(key, 10 + t), (2, 5)))
+
+
+def test_many_samples_at_once_get_shorter_chunks_and_the_same_text(params, monkeypatch):
+    whole = draw(params, seed=6, length=40, num_samples=3)
+    # Room for the noise of 5 steps of 3 samples: chunks of 5 characters, the same samples.
+    monkeypatch.setattr(sample, "MAX_NOISE", 5 * 3 * len(VOCAB))
+    pieces = list(sample.stream(params, CONFIG, VOCAB, length=40, seed=6, num_samples=3))
+    assert [p.shape for p in pieces] == [(3, 5)] * 8
+    assert [VOCAB.decode(row) for row in np.concatenate(pieces, axis=1)] == whole
+
+
+def test_a_batch_on_columns_draws_what_the_model_gives_step_by_step(params):
+    n, length = sample.COLUMNS_MIN_BATCH, 30  # enough samples at once for the loop to run on columns
+    got = draw(params, seed=8, num_samples=n, temperature=0.8, length=length)
+    # Reference: the model one step at a time on rows, and the Gumbel-max draw in NumPy with the same noise.
+    noise = np.asarray(sample.gumbel_noise(jax.random.key(8), 0, length, (n, len(VOCAB))))
+    newlines = jnp.asarray(VOCAB.encode("\n").repeat(n))
+    logits, carry = model.step(params, CONFIG, newlines, model.initial_carry(CONFIG, n))
+    want = []
+    for t in range(length):
+        want.append(np.argmax(np.asarray(logits) / 0.8 + noise[t], axis=-1))
+        logits, carry = model.step(params, CONFIG, jnp.asarray(want[-1], jnp.int32), carry)
+    assert got == [VOCAB.decode(row) for row in np.stack(want, axis=1)]
+    assert len(set(got)) > 1
+    assert draw(params, num_samples=n, temperature=0.0) == draw(params, num_samples=1, temperature=0.0) * n
 
 
 def test_prime_sets_the_state_after_a_newline(params):
