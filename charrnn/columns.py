@@ -8,7 +8,7 @@ left than with the B rows there (about 1.25× at B = 64 and H = 512; benchmarks/
 
 The weights are transposed once per generated chunk (`transpose`), the carry at a chunk's ends (`to_columns`,
 `to_rows`); the step itself is the same maths as `model.step`, with every gate of a layer through one tanh, as
-in `charrnn.fused` (σ(x) = (1 + tanh(x/2)) / 2), so its results equal it up to float rounding::
+in `charrnn.fused` (`cells.activate_gates`), so its results equal it up to float rounding::
 
     weights = columns.transpose(params, config)
     carry = columns.to_columns(carry)                          # per layer, each (B, H) -> (H, B)
@@ -86,26 +86,9 @@ def step(weights: Weights, config: ModelConfig, tokens: jax.Array, carry: model.
     return weights.head_W @ x + weights.head_b, new_carry
 
 
-def _normalize(a: jax.Array, gain: jax.Array, shift: jax.Array, blocks: int) -> jax.Array:
-    """`cells.normalize` on columns: each of the `blocks` equal blocks of a's rows (blocks*H, B) on its own."""
-    split = a.reshape(blocks, a.shape[0] // blocks, a.shape[1])
-    mean = split.mean(axis=1, keepdims=True)
-    var = jnp.square(split - mean).mean(axis=1, keepdims=True)
-    normed = ((split - mean) * jax.lax.rsqrt(var + cells.LAYER_NORM_EPSILON)).reshape(a.shape)
-    return normed * gain + shift
-
-
 def _preactivation(cell: cells.Cell, layer: dict, a: jax.Array, rows: slice, blocks: int) -> jax.Array:
     """``W x + U h (+ b)`` as is, or normalised block by block with b as the shift (`cells._preactivation`)."""
-    return _normalize(a, layer["gain"][rows], layer["b"][rows], blocks) if cell.layer_norm else a
-
-
-def _activate(a: jax.Array, num_sigmoid: int, H: int) -> jax.Array:
-    """σ on the first `num_sigmoid` gate blocks of a (G*H, B), tanh on the rest, through one tanh: one loop over
-    the whole block instead of one per gate (`charrnn.fused` does the same in training)."""
-    num_tanh = a.shape[0] // H - num_sigmoid
-    half = jnp.concatenate([jnp.full((num_sigmoid * H, 1), 0.5, a.dtype), jnp.ones((num_tanh * H, 1), a.dtype)])
-    return jnp.tanh(a * half) * half + (1.0 - half)
+    return cells.normalize(a, layer["gain"][rows], layer["b"][rows], blocks, axis=0) if cell.layer_norm else a
 
 
 def _rnn(cell: cells.Cell, layer: dict, carry: cells.Carry, x: jax.Array) -> cells.Carry:
@@ -116,9 +99,10 @@ def _rnn(cell: cells.Cell, layer: dict, carry: cells.Carry, x: jax.Array) -> cel
 def _lstm(cell: cells.Cell, layer: dict, carry: cells.Carry, x: jax.Array) -> cells.Carry:
     h, c = carry
     H = h.shape[0]
-    f, i, o, g = jnp.split(_activate(_preactivation(cell, layer, x + layer["U"] @ h, slice(None), 4), 3, H), 4)
+    a = _preactivation(cell, layer, x + layer["U"] @ h, slice(None), 4)
+    f, i, o, g = jnp.split(cells.activate_gates(a, 3, H, axis=0), 4)
     c = f * c + i * g
-    c_out = _normalize(c, layer["c_gain"], layer["c_bias"], 1) if cell.layer_norm else c
+    c_out = cells.normalize(c, layer["c_gain"], layer["c_bias"], axis=0) if cell.layer_norm else c
     return o * jnp.tanh(c_out), c
 
 
@@ -126,7 +110,8 @@ def _gru(cell: cells.Cell, layer: dict, carry: cells.Carry, x: jax.Array) -> cel
     (h,) = carry
     H = h.shape[0]
     U = layer["U"]
-    zr = _activate(_preactivation(cell, layer, x[: 2 * H] + U[: 2 * H] @ h, slice(0, 2 * H), 2), 2, H)
+    a = _preactivation(cell, layer, x[: 2 * H] + U[: 2 * H] @ h, slice(0, 2 * H), 2)
+    zr = cells.activate_gates(a, 2, H, axis=0)
     z, r = zr[:H], zr[H:]
     # The reset gate multiplies h_{t-1} before the product, as in cells.py.
     h_hat = jnp.tanh(_preactivation(cell, layer, x[2 * H :] + U[2 * H :] @ (r * h), slice(2 * H, None), 1))

@@ -79,13 +79,6 @@ WAVEFRONT_MAX_HIDDEN = {"rnn": 0, "lstm": 0, "gru": 256}
 # --- the cells' maths, split into what the generic loops need ---------------------------------------------------
 
 
-def _activate(a: jax.Array, num_sigmoid: int, H: int) -> jax.Array:
-    """σ on the first `num_sigmoid` gate blocks of `a` (..., G*H), tanh on the rest, through one tanh call."""
-    num_tanh = a.shape[-1] // H - num_sigmoid
-    half = jnp.concatenate([jnp.full((num_sigmoid * H,), 0.5, a.dtype), jnp.ones((num_tanh * H,), a.dtype)])
-    return jnp.tanh(a * half) * half + (1.0 - half)
-
-
 def _cast(x: jax.Array, dtype: Optional[str]) -> jax.Array:
     """`x` in the products' dtype (None: as it is)."""
     return x if dtype is None else x.astype(dtype)
@@ -156,7 +149,7 @@ def _identity_rnn_backward(U, dh, drest, saved, prev, carry):
 
 def _lstm_forward(U, carry, x_t, hu):
     _, c = carry
-    act = _activate(x_t + hu, 3, c.shape[-1])  # f, i, o, g
+    act = cells.activate_gates(x_t + hu, 3, c.shape[-1])  # f, i, o, g
     f, i, o, g = jnp.split(act, 4, axis=-1)
     c = f * c + i * g
     tc = jnp.tanh(c)
@@ -186,7 +179,7 @@ def _slope(act, num_sigmoid, H):
 def _gru_forward(U, carry, x_t, hu):
     (h,) = carry
     H = h.shape[-1]
-    zr = _activate(x_t[..., : 2 * H] + hu, 2, H)
+    zr = cells.activate_gates(x_t[..., : 2 * H] + hu, 2, H)
     z, r = zr[..., :H], zr[..., H:]
     h_hat = jnp.tanh(x_t[..., 2 * H :] + _dot(r * h, U[:, 2 * H :]))  # reset before the product, as in cells.py
     return ((1.0 - z) * h + z * h_hat,), (zr, h_hat)
